@@ -47,6 +47,7 @@ __all__ = [
     "ProductOperator",
     "SumOperator",
     "HStackOperator",
+    "LowRankOperator",
     "as_operator",
     "dense",
     "diag",
@@ -57,6 +58,8 @@ __all__ = [
     "product",
     "weighted_sum",
     "hstack",
+    "low_rank",
+    "deflate",
     "materialize",
     "identity",
 ]
@@ -687,6 +690,28 @@ class HStackOperator(LinearOperator):
         return jnp.concatenate([o._rmatmat(y) for o in self.ops], axis=0)
 
 
+@_pytree
+class LowRankOperator(LinearOperator):
+    """``left @ right^T`` with ``left`` (m, r) and ``right`` (n, r), never formed."""
+
+    left: Array
+    right: Array
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.left.shape[0], self.right.shape[0])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return _result_dtype(self.left.dtype, self.right.dtype)
+
+    def _matmat(self, x: Array) -> Array:
+        return jnp.matmul(self.left, jnp.matmul(self.right.T, x, precision=HIGHEST), precision=HIGHEST)
+
+    def _rmatmat(self, y: Array) -> Array:
+        return jnp.matmul(self.right, jnp.matmul(self.left.T, y, precision=HIGHEST), precision=HIGHEST)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Constructors
 # ---------------------------------------------------------------------------------------------------
@@ -779,6 +804,33 @@ def hstack(ops: Sequence[Any]) -> HStackOperator:
     if len(rows) != 1:
         raise ValueError(f"hstack: operators need one row count, got {sorted(rows)}")
     return HStackOperator(ops=ops)
+
+
+def low_rank(left: Any, right: Any) -> LowRankOperator:
+    """The rank-``r`` operator ``left @ right^T`` (vectors are taken as one column)."""
+    left, right = jnp.asarray(left), jnp.asarray(right)
+    left = left[:, None] if left.ndim == 1 else left
+    right = right[:, None] if right.ndim == 1 else right
+    V.check_ndim(left, "left", 2)
+    V.check_ndim(right, "right", 2)
+    if left.shape[1] != right.shape[1]:
+        raise ValueError(f"left and right need the same rank, got {left.shape[1]} and {right.shape[1]}")
+    V.check_finite(left, "left")
+    V.check_finite(right, "right")
+    return LowRankOperator(left=left, right=right)
+
+
+def deflate(op: Any, u: Any, v: Any, s: Any = 1.0) -> SumOperator:
+    """``op - s * u v^T``: remove a known singular triplet (e.g. a context's trivial pair ``s_0 = 1``).
+
+    With orthonormal ``u`` (m, r), ``v`` (n, r) that are exact singular vectors of ``op`` with values
+    ``s``, the result has the remaining singular values of ``op`` (and zeros for the removed ones).
+    """
+    op = as_operator(op)
+    lr = low_rank(jnp.asarray(u) * jnp.asarray(s, op.dtype), v)
+    if lr.shape != op.shape:
+        raise ValueError(f"deflate: u v^T has shape {lr.shape}, operator has {op.shape}")
+    return weighted_sum([op, lr], jnp.array([1.0, -1.0], op.dtype))
 
 
 def materialize(op: Any, *, budget_bytes: int = 2**30) -> LinearOperator:

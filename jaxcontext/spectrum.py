@@ -1,0 +1,302 @@
+r"""The contexture of a context, and the spectrum metrics of REFERENCE.md section 4.
+
+* :func:`contexture` -- the top-``d`` non-trivial singular values ``s_1..s_d`` and singular functions
+  ``mu_1..mu_d`` of a :class:`~jaxcontext.contexts.Context` (the trivial pair ``s_0 = 1``, ``mu_0 = 1``
+  removed by exact deflation, so a degenerate ``s_1 = 1`` is kept), their values at the samples with
+  unit norm in ``L2(P_X)``, and evaluation at new inputs where ``P+(a|x)`` can be evaluated there.
+* :func:`tau` -- the usefulness metric ``tau_d`` (Eq. 4) and ``tau = min_{d <= d0} tau_d``.
+* :func:`decay_rate` -- the fit ``s_i^2 = exp(-lambda i)``.
+* :func:`compatibility` -- ``rho(f)`` of a target given by its values at the samples.
+* :func:`worst_case_error` -- Theorem 16's ``min err`` over the compatible class ``F_eps``.
+* :func:`ratio_trace` -- ``RT = tr(C^{-1} B)`` of an arbitrary encoder (Lemma 22).
+
+Example:
+    >>> import numpy as np
+    >>> from jaxcontext.spectrum import tau
+    >>> s = 0.9 ** np.arange(1, 40)                   # s_1, s_2, ...
+    >>> r = tau(s, d0=32)
+    >>> int(r.d), round(float(r.tau), 3)
+    (10, 1.989)
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _validation as V
+from . import operators as ops
+
+__all__ = [
+    "Contexture",
+    "contexture",
+    "TauResult",
+    "tau",
+    "decay_rate",
+    "compatibility",
+    "worst_case_error",
+    "ratio_trace",
+]
+
+HIGHEST = jax.lax.Precision.HIGHEST
+
+
+class Contexture(NamedTuple):
+    """The top-``d`` contexture of a context (trivial pair removed).
+
+    Attributes:
+        s: ``(d,)`` singular values ``s_1 >= ... >= s_d`` (estimates of the population ``s_i``).
+        mu: ``(m, d)`` left singular functions at the samples, ``E_{P_X}[mu_i mu_j] = delta_ij``
+            (with uniform weights: ``mu_i(x_j) = sqrt(m) U[j, i]``).
+        nu: ``(M, d)`` right singular functions at the context values (unit norm in ``L2(P_A)``),
+            or None for contexts given by their dual kernel.
+        spectrum: the solver's :class:`~jaxcontext.linalg.Spectrum` on the deflated operator
+            (residual certificates and solver info; its ``s`` are squared for kernel contexts).
+        context: the context it came from (used by :meth:`evaluate`).
+    """
+
+    s: jax.Array
+    mu: jax.Array
+    nu: Any
+    spectrum: Any
+    context: Any
+
+    def evaluate(self, x_new: Any) -> jax.Array:
+        r"""Evaluate ``mu_1..mu_d`` at new inputs: ``mu_i(x) = (T nu_i)(x) / s_i``.
+
+        ``T nu_i (x) = sum_j P+(a_j | x) nu_i(a_j)`` needs the context to evaluate ``P+(a|x)`` at new
+        points (kNN, RBF, labels, kernels: ``Context.conditional_rows``). For a context given by its
+        dual kernel this is the Nystrom extension ``mu_i(x) = E_{x'}[k(x, x') mu_i(x')] / s_i^2``.
+        """
+        rows = jnp.asarray(self.context.conditional_rows(x_new))
+        if self.nu is None:  # dual-kernel context: rows are k(x, x_l)
+            w = jnp.asarray(self.context.weights)
+            return jnp.matmul(rows * w[None, :], self.mu, precision=HIGHEST) / self.s**2
+        return jnp.matmul(rows, self.nu, precision=HIGHEST) / self.s
+
+
+def contexture(
+    context: Any,
+    d: int,
+    *,
+    key: Any = None,
+    method: str = "auto",
+    tol: float | None = None,
+    **svds_kwargs: Any,
+) -> Contexture:
+    r"""Top-``d`` non-trivial singular values and functions of a context.
+
+    The context's normalised operator ``Z = diag(sqrt w) P diag(p)^{-1/2}`` has the trivial pair
+    ``s_0 = 1`` with left vector ``sqrt(w)`` and right vector ``sqrt(p)``; it is removed exactly by
+    deflation (``Z - sqrt(w) sqrt(p)^T``), and :func:`jaxcontext.linalg.svds` computes the top ``d``
+    of what remains. Left vectors ``u`` become functions ``mu = u / sqrt(w)``, right vectors
+    ``v`` become ``nu = v / sqrt(p)``.
+
+    Args:
+        context: a :class:`~jaxcontext.contexts.Context`.
+        d: number of non-trivial singular pairs (``1 <= d < min(m, M)``).
+        key, method, tol, **svds_kwargs: passed to :func:`jaxcontext.linalg.svds`.
+
+    Returns:
+        A :class:`Contexture`.
+    """
+    from .linalg import svds
+
+    Z = context.operator()
+    m, M = Z.shape
+    d = V.check_positive_int(d, "d", upper=min(m, M) - 1)
+    w = jnp.asarray(context.weights, Z.dtype)
+    u0 = jnp.asarray(context.trivial_left(), Z.dtype)
+    squared = bool(getattr(context, "squared", False))
+    v0 = u0 if squared else jnp.asarray(context.trivial_right(), Z.dtype)
+    Zd = ops.deflate(Z, u0, v0, 1.0)
+    if squared or getattr(context, "symmetric", False):
+        svds_kwargs.setdefault("hermitian", True)
+    spec = svds(Zd, d, key=key, method=method, tol=tol, **svds_kwargs)
+    s = jnp.sqrt(jnp.maximum(spec.s, 0.0)) if squared else spec.s
+    sw = jnp.sqrt(w)
+    mu = spec.U / jnp.where(sw > 0, sw, 1.0)[:, None]
+    nu = None
+    if not squared:
+        sp = jnp.sqrt(jnp.asarray(context.marginal(), Z.dtype))
+        nu = jnp.where(sp[:, None] > 0, spec.V / jnp.where(sp > 0, sp, 1.0)[:, None], 0.0)
+    return Contexture(s=s, mu=mu, nu=nu, spectrum=spec, context=context)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Metrics
+# ---------------------------------------------------------------------------------------------------
+def _singular_values(s: Any, name: str = "s") -> np.ndarray:
+    a = np.asarray(s, np.float64).ravel()
+    V.check_nonempty(a, name)
+    V.check_finite(a, name)
+    if a.min() < 0 or a.max() > 1 + 1e-5:
+        raise ValueError(
+            f"{name}: singular values of a context lie in [0, 1], got range [{a.min():.4g}, {a.max():.4g}]"
+        )
+    if np.any(np.diff(a) > 1e-6 * max(1.0, a.max())):
+        raise ValueError(f"{name}: singular values must be sorted in descending order")
+    return np.minimum(a, 1.0)
+
+
+class TauResult(NamedTuple):
+    """``tau = min_d tau_d``, the minimising ``d``, and the whole curve ``tau_d`` for d = 1..d0."""
+
+    tau: float
+    d: int
+    tau_d: np.ndarray
+
+
+def tau(s: Any, *, d0: int = 512, beta: float = 1.0) -> TauResult:
+    r"""Context usefulness (REFERENCE.md section 4, Eq. 4).
+
+    ``tau_d = 1 / (1 - s_{d+1}^2) + beta * (s_1^2 + ... + s_d^2) / (s_1^2 + ... + s_{d0}^2)`` and
+    ``tau = min_{d <= d0} tau_d`` (smaller is better). Do not trust it near ``tau ~ beta + 1``
+    (extreme association).
+
+    Args:
+        s: non-trivial singular values ``s_1, s_2, ...`` in descending order; at least ``d0 + 1``
+            of them (``tau_{d0}`` needs ``s_{d0+1}``).
+        d0: largest dimension considered.
+        beta: weight of the second term.
+    """
+    a = _singular_values(s)
+    d0 = V.check_positive_int(d0, "d0")
+    if a.size < d0 + 1:
+        raise ValueError(f"s: tau with d0={d0} needs s_1..s_{d0 + 1} ({d0 + 1} values), got {a.size}")
+    s2 = a**2
+    total = s2[:d0].sum()
+    if total <= 0:
+        raise ValueError("s: all of s_1..s_d0 are zero; A is independent of X and tau is undefined")
+    d = np.arange(1, d0 + 1)
+    with np.errstate(divide="ignore"):
+        first = np.where(s2[d] < 1.0, 1.0 / (1.0 - s2[d]), np.inf)
+    curve = first + beta * np.cumsum(s2[:d0]) / total
+    best = int(np.argmin(curve))
+    return TauResult(tau=float(curve[best]), d=best + 1, tau_d=curve)
+
+
+def decay_rate(s: Any, *, start: int = 1) -> tuple[float, float]:
+    r"""Fit ``s_i^2 = exp(-lambda i)`` by least squares on ``log s_i^2`` (through the origin).
+
+    Args:
+        s: non-trivial singular values ``s_1, s_2, ...`` (descending); zeros are excluded.
+        start: index of the first value (1 for ``s_1``).
+
+    Returns:
+        ``(lambda, r2)``: the decay rate (large means weak association) and the fit's coefficient of
+        determination on the log scale.
+    """
+    a = _singular_values(s)
+    i = np.arange(start, start + a.size, dtype=np.float64)
+    keep = a > 0
+    if keep.sum() < 2:
+        raise ValueError("s: need at least two non-zero singular values to fit a decay rate")
+    i, y = i[keep], np.log(a[keep] ** 2)
+    lam = -float(i @ y / (i @ i))
+    resid = y + lam * i
+    ss = ((y - y.mean()) ** 2).sum()
+    r2 = float(1 - (resid**2).sum() / ss) if ss > 0 else 1.0
+    return lam, r2
+
+
+def _centred(values: Any, w: jax.Array, name: str) -> jax.Array:
+    f = jnp.asarray(values)
+    if f.ndim == 1:
+        f = f[:, None]
+    if f.ndim != 2 or f.shape[0] != w.shape[0]:
+        raise ValueError(f"{name}: expected shape ({w.shape[0]},) or ({w.shape[0]}, k), got {tuple(f.shape)}")
+    V.check_finite(f, name)
+    f = f.astype(jnp.result_type(f.dtype, jnp.float32))
+    return f - jnp.sum(w[:, None] * f, axis=0, keepdims=True)
+
+
+def compatibility(context: Any, f: Any) -> jax.Array:
+    r"""Compatibility ``rho(f)`` of targets with a context (REFERENCE.md section 4).
+
+    ``rho(f)^2 = sum_{i>=1} s_i^2 u_i^2 / sum_{i>=1} u_i^2`` for ``f = sum_i u_i mu_i``, computed
+    exactly without a spectrum: ``sum_i s_i^2 u_i^2 = <f~, T T* f~> = |Z^T (sqrt(w) f~)|^2`` and
+    ``sum_{i>=1} u_i^2 = |f~|^2`` in ``L2(P_X)``, where ``f~`` is ``f`` centred under ``P_X``.
+
+    Args:
+        context: a Context (not one given by a dual kernel).
+        f: ``(m,)`` or ``(m, k)`` target values at the samples.
+
+    Returns:
+        ``rho`` per target column (``()`` for a vector).
+    """
+    Z = context.operator()
+    w = jnp.asarray(context.weights, Z.dtype)
+    ft = _centred(f, w, "f")
+    g = jnp.sqrt(w)[:, None] * ft
+    norm2 = jnp.sum(g * g, axis=0)
+    if np.any(np.asarray(norm2) <= 0):
+        raise ValueError("f: a target is constant under P_X; rho is undefined for it")
+    if getattr(context, "squared", False):  # operator is Z Z^T itself
+        num = jnp.sum(g * Z.matmat(g), axis=0)
+    else:
+        h = Z.rmatmat(g)
+        num = jnp.sum(h * h, axis=0)
+    rho = jnp.sqrt(jnp.clip(num / norm2, 0.0, 1.0))
+    return rho[0] if jnp.ndim(f) == 1 else rho
+
+
+def worst_case_error(s: Any, d: int, eps: float) -> float:
+    r"""Theorem 16: the smallest worst-case error over ``F_eps`` of any ``d``-dimensional encoder.
+
+    ``min err = (s_1^2 - (1 - eps)^2) / (s_1^2 - s_{d+1}^2)``, attained by the contexture, valid for
+    ``1 - s_1 <= eps <= 1 - sqrt((s_1^2 + s_2^2) / 2)``.
+
+    Args:
+        s: non-trivial singular values ``s_1, s_2, ...`` (descending, at least ``d + 1``).
+        d: encoder dimension.
+        eps: compatibility level of the class ``F_eps = {f : E f = 0, rho(f) >= 1 - eps}``.
+    """
+    a = _singular_values(s)
+    d = V.check_positive_int(d, "d")
+    if a.size < max(d + 1, 2):
+        raise ValueError(f"s: need s_1..s_{max(d + 1, 2)}, got {a.size} values")
+    lo, hi = 1.0 - a[0], 1.0 - np.sqrt((a[0] ** 2 + a[1] ** 2) / 2.0)
+    if not (lo - 1e-12 <= eps <= hi + 1e-12):
+        raise ValueError(
+            f"eps: Theorem 16 holds for {lo:.6g} <= eps <= {hi:.6g} (1 - s_1 .. "
+            f"1 - sqrt((s_1^2 + s_2^2)/2)), got {eps}"
+        )
+    den = a[0] ** 2 - a[d] ** 2
+    if den <= 0:
+        raise ValueError(f"s: s_1 = s_{d + 1}; the bound is undefined (no spectral gap)")
+    return float((a[0] ** 2 - (1.0 - eps) ** 2) / den)
+
+
+def ratio_trace(context: Any, phi: Any) -> jax.Array:
+    r"""Ratio trace ``RT = tr(C^{-1} B)`` of an encoder given by its values at the samples.
+
+    ``C = Cov[Phi]`` and ``B[i, j] = <phi_i~, T T* phi_j~>`` under ``P_X``; ``RT <= s_1^2 + ... + s_d^2``
+    with equality iff ``Phi`` learns the contexture (Lemma 22). Invariant to invertible linear maps of
+    ``Phi``.
+
+    Args:
+        context: a Context.
+        phi: ``(m, d)`` encoder outputs at the samples (full column rank after centring).
+    """
+    Z = context.operator()
+    w = jnp.asarray(context.weights, Z.dtype)
+    ft = _centred(phi, w, "phi")
+    g = jnp.sqrt(w)[:, None] * ft
+    C = jnp.matmul(g.T, g, precision=HIGHEST)
+    if getattr(context, "squared", False):
+        B = jnp.matmul(g.T, Z.matmat(g), precision=HIGHEST)
+    else:
+        h = Z.rmatmat(g)
+        B = jnp.matmul(h.T, h, precision=HIGHEST)
+    Cn, Bn = np.asarray(C, np.float64), np.asarray(B, np.float64)
+    ev = np.linalg.eigvalsh(Cn)
+    if ev[0] <= ev[-1] * 1e3 * np.finfo(np.float32).eps:
+        raise ValueError(
+            f"phi: covariance is (numerically) singular, eigenvalues [{ev[0]:.3g}, {ev[-1]:.3g}]; "
+            "the encoder has collapsed dimensions"
+        )
+    return jnp.asarray(np.trace(np.linalg.solve(Cn, Bn)))

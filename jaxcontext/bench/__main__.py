@@ -1,0 +1,186 @@
+"""``python -m jaxcontext.bench``: parse flags, run the suites, print the table, write JSON.
+
+Examples::
+
+    python -m jaxcontext.bench                                  # operators suite, quick sizes
+    python -m jaxcontext.bench --size full --json out.json      # acceptance sizes (heavy)
+    python -m jaxcontext.bench --only sparse --repeats 3        # cases whose name contains 'sparse'
+    python -m jaxcontext.bench --list --size full               # list the cases, run nothing
+
+Exit status: 0 when every entry is correct, 1 when a result was wrong or an implementation failed,
+2 for bad flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+
+from . import SUITES, _harness
+
+DEFAULT_REPEATS = {"tiny": 3, "quick": 7, "full": 5}
+DEFAULT_BUDGET_S = {"tiny": 5.0, "quick": 20.0, "full": 120.0}
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _nonnegative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {v}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the command-line parser."""
+    p = argparse.ArgumentParser(
+        prog="python -m jaxcontext.bench",
+        description="Benchmark jaxcontext against scipy/numpy on the same inputs: every result is "
+        "checked against a float64 reference before it is timed.",
+    )
+    p.add_argument(
+        "--suite",
+        default="operators",
+        choices=(*SUITES, "all"),
+        help="which suite to run (default: operators)",
+    )
+    p.add_argument(
+        "--size",
+        default="quick",
+        choices=_harness.SIZES,
+        help="tiny: smoke test; quick (default): ~1-2 min on a 2-core CPU; "
+        "full: the acceptance sizes (heavy)",
+    )
+    p.add_argument("--json", metavar="PATH", help="write the results (with environment) as JSON")
+    p.add_argument("--markdown", metavar="PATH", help="write a markdown summary")
+    p.add_argument(
+        "--repeats",
+        type=_positive_int,
+        metavar="N",
+        help="timed calls per implementation (default: tiny 3, quick 7, full 5)",
+    )
+    p.add_argument(
+        "--time-budget",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="time budget per implementation; slow ones get fewer repeats, at "
+        "least 3 (default: tiny 5, quick 20, full 120)",
+    )
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        choices=_harness.DTYPES,
+        help="benchmark dtype (default float32; float64 turns on jax_enable_x64)",
+    )
+    p.add_argument(
+        "--only",
+        action="append",
+        metavar="PATTERN",
+        help="run only cases whose 'suite/case' contains PATTERN (or matches it as a "
+        "glob); repeatable",
+    )
+    p.add_argument(
+        "--seed", type=_nonnegative_int, default=0, help="seed of the random inputs (default 0)"
+    )
+    p.add_argument(
+        "--no-memory", action="store_true", help="skip the peak-memory subprocess probes"
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at the first wrong result or failing implementation",
+    )
+    p.add_argument("--list", action="store_true", help="list the selected cases and exit")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for flag in ("json", "markdown"):
+        path = getattr(args, flag)
+        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            parser.error(f"--{flag} {path}: directory {os.path.dirname(path)!r} does not exist")
+
+    import jax
+
+    if args.dtype == "float64":
+        jax.config.update("jax_enable_x64", True)
+
+    suites = SUITES if args.suite == "all" else (args.suite,)
+    cases = []
+    for s in suites:
+        try:
+            cases += _harness.suite_cases(s, args.size, dtype=args.dtype, seed=args.seed)
+        except _harness.SuiteUnavailable as e:
+            if args.suite != "all":
+                parser.error(str(e))
+            print(f"note: {e}; skipped", file=sys.stderr)
+    selected = _harness.select(cases, args.only)
+    if not selected:
+        names = ", ".join(f"{c.suite}/{c.name}" for c in cases)
+        parser.error(f"--only {args.only}: no case matches; cases at size {args.size}: {names}")
+    if args.list:
+        for c in selected:
+            impls = ", ".join(i.name + (" *" if i.baseline else "") for i in c.impls)
+            print(f"{c.suite}/{c.name}: {impls}")
+        return 0
+
+    settings = {
+        "suite": args.suite,
+        "size": args.size,
+        "dtype": args.dtype,
+        "seed": args.seed,
+        "repeats": args.repeats or DEFAULT_REPEATS[args.size],
+        "time_budget_s": args.time_budget or DEFAULT_BUDGET_S[args.size],
+        "only": args.only,
+        "memory": not args.no_memory,
+        "command": "python -m jaxcontext.bench "
+        + shlex.join(sys.argv[1:] if argv is None else argv),
+    }
+    report = _harness.run(
+        selected,
+        repeats=settings["repeats"],
+        budget_s=settings["time_budget_s"],
+        settings=settings,
+        memory=settings["memory"],
+        strict=args.strict,
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    print(_harness.format_table(report))
+    if args.json:
+        _harness.write_json(report, args.json)
+    if args.markdown:
+        _harness.write_markdown(report, args.markdown, command=settings["command"])
+    bad = [e for e in report.entries if e.status in ("wrong", "error")]
+    for e in bad:
+        print(f"FAILED {e.suite}/{e.case} [{e.impl}]: {e.status}: {e.message}", file=sys.stderr)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

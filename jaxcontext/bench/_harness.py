@@ -1,0 +1,956 @@
+r"""Benchmark harness: cases, honest timing, correctness before timing, memory probes, reports.
+
+A suite module (``jaxcontext.bench.operators``, ``jaxcontext.bench.solvers``, ...) exposes
+``cases(size, *, dtype, seed) -> list[Case]``. A :class:`Case` holds lazy builders: ``build()``
+makes the shared host data, ``reference(data)`` the float64 truth, and each :class:`Impl` turns the
+data into its own arguments with ``prepare(data)`` and is timed on ``fn(*args)``. Nothing is built
+until the case runs, so listing and filtering are free and every case's memory is released before
+the next one.
+
+For every implementation :func:`run_case`
+
+1. prepares its inputs (not timed; ``prepare_s`` is recorded);
+2. for JAX implementations compiles ahead of time, ``jax.jit(fn).lower(*args).compile()``, and
+   records ``compile_s`` (tracing + lowering + XLA compilation) apart from run time;
+3. calls it once, waits with ``jax.block_until_ready`` and checks the result against the float64
+   reference, ``rel_error = ||out - ref||_F / ||ref||_F`` (or the case's own ``compare``); above the
+   case tolerance the entry fails loudly (:class:`CorrectnessError`) and is never timed;
+4. warms up once more when a call is cheap, then times ``repeats`` calls (each blocked) and keeps
+   the median, min and interquartile range;
+5. optionally measures peak memory in a fresh subprocess (:func:`memory_probe`).
+
+The ratio ``speedup = t_baseline / t_impl`` compares medians within one case and one run (> 1: the
+implementation is faster than the case's baseline).
+
+Example:
+    >>> import numpy as np
+    >>> case = Case(
+    ...     suite="demo", name="double", params={},
+    ...     build=lambda: np.arange(4.0),
+    ...     reference=lambda x: 2.0 * x,
+    ...     impls=(Impl("numpy", prepare=lambda x: (x,), fn=lambda x: x + x, baseline=True),),
+    ...     tol=1e-6)
+    >>> [e.status for e in run_case(case, repeats=3)]
+    ['ok']
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import gc
+import importlib
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+SCHEMA = "jaxcontext.bench/1"
+SIZES = ("tiny", "quick", "full")
+DTYPES = ("float32", "float64")
+
+
+class SuiteUnavailable(RuntimeError):
+    """Raised by a suite's ``cases`` when the suite is not implemented yet."""
+
+
+class CorrectnessError(AssertionError):
+    """An implementation's result differs from the float64 reference by more than the tolerance."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Cases and results
+# --------------------------------------------------------------------------------------------------
+class Impl(NamedTuple):
+    """One implementation of a case.
+
+    Attributes:
+        name: label in the table (``"jaxcontext"``, ``"scipy CSR @ X"``, ...).
+        prepare: ``prepare(data) -> args``, builds this implementation's inputs (not timed).
+        fn: the timed function, ``fn(*args) -> result``; pure JAX when ``jax`` is True.
+        jax: compile ``fn`` with ``jax.jit`` ahead of time and block on its outputs.
+        baseline: the established tool the case compares against (one per case).
+        probe_memory: measure this implementation's peak memory when the case asks for it.
+        skip: a reason not to run it (e.g. ``"needs 40 GB"``); recorded as a skipped entry.
+        note: free text carried to the JSON.
+    """
+
+    name: str
+    prepare: Callable[[Any], tuple]
+    fn: Callable[..., Any]
+    jax: bool = False
+    baseline: bool = False
+    probe_memory: bool = True
+    skip: str | None = None
+    note: str = ""
+
+
+def rel_error(out: Any, ref: Any, data: Any = None) -> float:
+    r"""Relative Frobenius error ``||out - ref||_F / ||ref||_F`` computed in float64."""
+    o = np.asarray(out, dtype=np.float64)
+    r = np.asarray(ref, dtype=np.float64)
+    if o.shape != r.shape:
+        raise CorrectnessError(f"result has shape {o.shape}, reference has shape {r.shape}")
+    den = float(np.linalg.norm(r))
+    num = float(np.linalg.norm(o - r))
+    return num / den if den > 0 else num
+
+
+class Case(NamedTuple):
+    """A benchmark case: lazy data, a float64 reference and the implementations compared.
+
+    Attributes:
+        suite: suite name.
+        name: unique name within the suite, e.g. ``"sparse/n10000/k64"`` (matched by ``--only``).
+        params: sizes and settings, copied to every entry.
+        build: ``build() -> data`` (host arrays shared by the implementations).
+        reference: ``reference(data) -> truth`` in float64.
+        impls: the implementations; exactly one should have ``baseline=True``.
+        tol: largest accepted ``compare`` value.
+        compare: ``compare(out, ref, data) -> float`` (default :func:`rel_error`).
+        memory: also measure peak memory of the implementations in subprocesses.
+    """
+
+    suite: str
+    name: str
+    params: dict
+    build: Callable[[], Any]
+    reference: Callable[[Any], Any]
+    impls: tuple
+    tol: float
+    compare: Callable[[Any, Any, Any], float] = rel_error
+    memory: bool = False
+
+
+class Entry(NamedTuple):
+    """One measured (case, implementation) pair.
+
+    ``status`` is ``ok``, ``wrong`` (failed the correctness check, not timed), ``skipped`` or
+    ``error`` (raised). Times are seconds; ``times_s`` holds every timed call.
+    """
+
+    suite: str
+    case: str
+    impl: str
+    params: dict
+    baseline: bool
+    status: str
+    rel_error: float | None = None
+    tol: float | None = None
+    time_median_s: float | None = None
+    time_min_s: float | None = None
+    time_iqr_s: float | None = None
+    times_s: tuple = ()
+    repeats: int = 0
+    compile_s: float | None = None
+    first_call_s: float | None = None
+    prepare_s: float | None = None
+    speedup: float | None = None
+    baseline_impl: str | None = None
+    memory: dict | None = None
+    dtype: str | None = None
+    device: str | None = None
+    message: str = ""
+
+
+class Report(NamedTuple):
+    """A whole run: environment header, settings and entries."""
+
+    environment: dict
+    settings: dict
+    entries: tuple
+
+
+# --------------------------------------------------------------------------------------------------
+# Environment
+# --------------------------------------------------------------------------------------------------
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _blas_info() -> list:
+    try:
+        import threadpoolctl
+
+        return [
+            {k: d.get(k) for k in ("user_api", "internal_api", "num_threads", "version")}
+            for d in threadpoolctl.threadpool_info()
+        ]
+    except Exception:  # threadpoolctl is optional (comes with scikit-learn)
+        return []
+
+
+def _git_commit() -> str | None:
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        )
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _source_digest() -> str:
+    """Return a SHA-256 digest (16 hex digits) of the package's Python sources, bench excluded.
+
+    It tells apart runs made on different (e.g. uncommitted) states of the working tree.
+    """
+    import hashlib
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    h = hashlib.sha256()
+    for dirpath, dirnames, files in sorted(os.walk(root)):
+        dirnames[:] = sorted(d for d in dirnames if d not in ("bench", "__pycache__"))
+        for name in sorted(files):
+            if name.endswith(".py"):
+                path = os.path.join(dirpath, name)
+                h.update(os.path.relpath(path, root).encode())
+                with open(path, "rb") as f:
+                    h.update(f.read())
+    return h.hexdigest()[:16]
+
+
+def _version(mod: str) -> str | None:
+    try:
+        return importlib.import_module(mod).__version__
+    except Exception:
+        return None
+
+
+def environment(dtype: str = "float32") -> dict:
+    """Everything a figure depends on: device, versions, dtype, CPU and thread settings, load."""
+    import jaxlib
+
+    import jaxcontext
+
+    dev = jax.devices()[0]
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        usable = os.cpu_count()
+    env_threads = {
+        k: os.environ.get(k)
+        for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "XLA_FLAGS")
+        if os.environ.get(k) is not None
+    }
+    return {
+        "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "platform": dev.platform,
+        "device_kind": dev.device_kind,
+        "device_count": jax.device_count(),
+        "backend": jax.default_backend(),
+        "dtype": dtype,
+        "jax_enable_x64": bool(jax.config.jax_enable_x64),
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "numpy": np.__version__,
+        "scipy": _version("scipy"),
+        "sklearn": _version("sklearn"),
+        "jaxcontext": jaxcontext.__version__,
+        "git_commit": _git_commit(),
+        "source_digest": _source_digest(),
+        "python": platform.python_version(),
+        "os": platform.platform(),
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": usable,
+        "thread_env": env_threads,
+        "blas": _blas_info(),
+        "load_average_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+
+
+def device_label() -> str:
+    """``"cpu (cpu)"`` / ``"gpu (NVIDIA H100 80GB HBM3)"``: platform and device kind."""
+    dev = jax.devices()[0]
+    return f"{dev.platform} ({dev.device_kind})"
+
+
+# --------------------------------------------------------------------------------------------------
+# Timing and correctness
+# --------------------------------------------------------------------------------------------------
+def _to_host(out: Any) -> Any:
+    return jax.tree.map(np.asarray, out)
+
+
+def _block(out: Any) -> Any:
+    return jax.block_until_ready(out)
+
+
+def summarize(times: Sequence[float]) -> tuple[float, float, float]:
+    """Return ``(median, min, interquartile range)`` of a list of times."""
+    t = np.asarray(times, dtype=np.float64)
+    q25, q50, q75 = np.percentile(t, [25, 50, 75])
+    return float(q50), float(t.min()), float(q75 - q25)
+
+
+def compile_jax(fn: Callable, args: tuple) -> tuple[Callable, float]:
+    """Compile ``fn`` for ``args`` ahead of time; return the executable and the seconds it took.
+
+    The time covers tracing, lowering and XLA compilation, and never a run.
+    """
+
+    def fresh(*a):  # a new function object: no trace or compile cache hit from an earlier case
+        return fn(*a)
+
+    t0 = time.perf_counter()
+    compiled = jax.jit(fresh).lower(*args).compile()
+    return compiled, time.perf_counter() - t0
+
+
+def check(case: Case, impl_name: str, out: Any, ref: Any, data: Any) -> float:
+    """Return the case's error measure of ``out``; raise :class:`CorrectnessError` above ``tol``."""
+    err = float(case.compare(_to_host(out), ref, data))
+    if not math.isfinite(err) or err > case.tol:
+        raise CorrectnessError(
+            f"{case.suite}/{case.name} [{impl_name}]: error {err:.3e} exceeds the tolerance "
+            f"{case.tol:.3e} against the float64 reference; the result is wrong, not timed"
+        )
+    return err
+
+
+def _n_repeats(first_s: float, repeats: int, budget_s: float) -> int:
+    """At most ``repeats`` timed calls, fewer (but >= 3) when one call is slow."""
+    if first_s <= 0:
+        return repeats
+    return int(max(min(repeats, 3), min(repeats, math.floor(budget_s / first_s))))
+
+
+def run_impl(
+    case: Case,
+    impl: Impl,
+    data: Any,
+    ref: Any,
+    *,
+    repeats: int,
+    budget_s: float = 60.0,
+    strict: bool = False,
+    dtype: str | None = None,
+) -> Entry:
+    """Measure one implementation of a case (see the module docstring for the protocol)."""
+    base = dict(
+        suite=case.suite,
+        case=case.name,
+        impl=impl.name,
+        params=dict(case.params),
+        baseline=impl.baseline,
+        tol=case.tol,
+        dtype=dtype,
+        device=device_label(),
+    )
+    if impl.skip:
+        return Entry(status="skipped", message=impl.skip, **base)
+    t0 = time.perf_counter()
+    args = _block(tuple(impl.prepare(data)))
+    prepare_s = time.perf_counter() - t0
+    compile_s = None
+    fn = impl.fn
+    if impl.jax:
+        fn, compile_s = compile_jax(impl.fn, args)
+    t0 = time.perf_counter()
+    out = _block(fn(*args))
+    first_s = time.perf_counter() - t0
+    try:
+        err = check(case, impl.name, out, ref, data)
+    except CorrectnessError as e:
+        if strict:
+            raise
+        print(f"FAILED: {e}", file=sys.stderr, flush=True)
+        return Entry(
+            status="wrong",
+            rel_error=_safe_err(case, out, ref, data),
+            compile_s=compile_s,
+            first_call_s=first_s,
+            prepare_s=prepare_s,
+            message=str(e),
+            **base,
+        )
+    del out
+    if first_s < 1.0:  # one more warm-up when it is cheap (the checked call was the first)
+        _block(fn(*args))
+    n = _n_repeats(first_s, repeats, budget_s)
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        _block(fn(*args))
+        times.append(time.perf_counter() - t0)
+    med, mn, iqr = summarize(times)
+    return Entry(
+        status="ok",
+        rel_error=err,
+        time_median_s=med,
+        time_min_s=mn,
+        time_iqr_s=iqr,
+        times_s=tuple(times),
+        repeats=n,
+        compile_s=compile_s,
+        first_call_s=first_s,
+        prepare_s=prepare_s,
+        **base,
+    )
+
+
+def _safe_err(case: Case, out: Any, ref: Any, data: Any) -> float | None:
+    try:
+        return float(case.compare(_to_host(out), ref, data))
+    except Exception:
+        return None
+
+
+def _with_speedups(entries: list[Entry]) -> list[Entry]:
+    base = next((e for e in entries if e.baseline and e.status == "ok"), None)
+    if base is None:
+        return entries
+    out = []
+    for e in entries:
+        if e.status == "ok" and e.time_median_s:
+            e = e._replace(speedup=base.time_median_s / e.time_median_s, baseline_impl=base.impl)
+        else:
+            e = e._replace(baseline_impl=base.impl)
+        out.append(e)
+    return out
+
+
+def run_case(
+    case: Case,
+    *,
+    repeats: int = 5,
+    budget_s: float = 60.0,
+    strict: bool = False,
+    memory: bool = False,
+    size: str | None = None,
+    dtype: str = "float32",
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> list[Entry]:
+    """Build a case, compute its reference, and measure every implementation.
+
+    Args:
+        case: the case.
+        repeats: timed calls per implementation (fewer, but at least 3, when one call takes more
+            than ``budget_s / repeats``).
+        budget_s: time budget of the timed calls of one implementation.
+        strict: raise :class:`CorrectnessError` on a wrong result instead of recording it.
+        memory: run :func:`memory_probe` for ``case.memory`` cases (needs ``size``).
+        size: the size the suite built the case at (the memory probe rebuilds it).
+        dtype: the benchmark dtype name, recorded with each entry.
+        seed: the seed the suite built the case with.
+        progress: called with one line per step (e.g. ``print`` to stderr).
+
+    Returns:
+        One :class:`Entry` per implementation, with speedups against the baseline filled in.
+    """
+    say = progress or (lambda s: None)
+    data = case.build()
+    ref = case.reference(data)
+    entries = []
+    for impl in case.impls:
+        say(f"{case.suite}/{case.name} [{impl.name}]")
+        try:
+            e = run_impl(
+                case,
+                impl,
+                data,
+                ref,
+                repeats=repeats,
+                budget_s=budget_s,
+                strict=strict,
+                dtype=dtype,
+            )
+        except CorrectnessError:
+            raise
+        except Exception as exc:  # a crash is an entry, not the end of the run
+            if strict:
+                raise
+            msg = f"{type(exc).__name__}: {exc}"
+            print(
+                f"ERROR: {case.suite}/{case.name} [{impl.name}]: {msg}", file=sys.stderr, flush=True
+            )
+            e = Entry(
+                suite=case.suite,
+                case=case.name,
+                impl=impl.name,
+                params=dict(case.params),
+                baseline=impl.baseline,
+                status="error",
+                tol=case.tol,
+                dtype=dtype,
+                device=device_label(),
+                message=msg,
+            )
+        entries.append(e)
+        gc.collect()
+    del data, ref
+    gc.collect()
+    if memory and case.memory:
+        for i, (impl, e) in enumerate(zip(case.impls, entries, strict=True)):
+            if e.status != "ok" or not impl.probe_memory:
+                continue
+            say(f"{case.suite}/{case.name} [{impl.name}] memory probe (subprocess)")
+            mem = memory_probe(case.suite, case.name, impl.name, size=size, dtype=dtype, seed=seed)
+            entries[i] = e._replace(memory=mem)
+    return _with_speedups(entries)
+
+
+# --------------------------------------------------------------------------------------------------
+# Suites
+# --------------------------------------------------------------------------------------------------
+def suite_cases(suite: str, size: str, *, dtype: str = "float32", seed: int = 0) -> list[Case]:
+    """Return the cases of ``jaxcontext.bench.<suite>`` at ``size``.
+
+    Raises:
+        ValueError: unknown suite or size.
+        SuiteUnavailable: the suite exists but is not implemented yet.
+    """
+    from . import SUITES
+
+    if suite not in SUITES:
+        raise ValueError(f"suite must be one of {SUITES}, got {suite!r}")
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {SIZES}, got {size!r}")
+    mod = importlib.import_module(f"jaxcontext.bench.{suite}")
+    return list(mod.cases(size, dtype=np.dtype(dtype), seed=seed))
+
+
+def select(cases: Sequence[Case], only: Sequence[str] | None) -> list[Case]:
+    """Keep the cases whose ``suite/name`` contains one of ``only`` (or matches it as a glob)."""
+    import fnmatch
+
+    if not only:
+        return list(cases)
+    keep = []
+    for c in cases:
+        full = f"{c.suite}/{c.name}"
+        for pat in only:
+            globbing = any(ch in pat for ch in "*?[")
+            if (globbing and (fnmatch.fnmatch(full, pat) or fnmatch.fnmatch(c.name, pat))) or (
+                not globbing and pat in full
+            ):
+                keep.append(c)
+                break
+    return keep
+
+
+def run(
+    cases: Sequence[Case],
+    *,
+    repeats: int,
+    settings: dict,
+    budget_s: float = 60.0,
+    memory: bool = True,
+    strict: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> Report:
+    """Run ``cases`` one after the other and return the :class:`Report`."""
+    env = environment(settings.get("dtype", "float32"))
+    entries: list[Entry] = []
+    t0 = time.perf_counter()
+    for i, case in enumerate(cases):
+        if progress:
+            progress(f"[{i + 1}/{len(cases)}] {case.suite}/{case.name}")
+        entries.extend(
+            run_case(
+                case,
+                repeats=repeats,
+                budget_s=budget_s,
+                strict=strict,
+                memory=memory,
+                size=settings.get("size"),
+                dtype=settings.get("dtype", "float32"),
+                seed=settings.get("seed", 0),
+                progress=progress,
+            )
+        )
+    env["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    env["wall_s"] = time.perf_counter() - t0
+    return Report(environment=env, settings=dict(settings), entries=tuple(entries))
+
+
+# --------------------------------------------------------------------------------------------------
+# Memory probes (one fresh subprocess per implementation)
+# --------------------------------------------------------------------------------------------------
+def read_proc_status() -> dict:
+    """``VmRSS`` and ``VmHWM`` (peak resident set) of this process in bytes, from /proc."""
+    out = {}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                key = line.split(":", 1)[0]
+                if key in ("VmRSS", "VmHWM"):
+                    out[key] = int(line.split()[1]) * 1024
+    except OSError:
+        import resource
+
+        ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        out["VmHWM"] = ru if sys.platform == "darwin" else ru * 1024
+    return out
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's peak RSS to its current RSS (Linux ``clear_refs``); False if refused."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def device_memory_stats() -> dict | None:
+    """Return ``bytes_in_use`` / ``peak_bytes_in_use`` of the first device when reported (GPU).
+
+    None on CPU, where the host resident set is the device memory.
+    """
+    dev = jax.devices()[0]
+    if dev.platform == "cpu":
+        return None
+    try:
+        stats = dev.memory_stats()
+    except Exception:
+        return None
+    if not stats:
+        return None
+    return {k: int(stats[k]) for k in ("bytes_in_use", "peak_bytes_in_use") if k in stats}
+
+
+def probe_in_this_process(case: Case, impl: Impl) -> dict:
+    """Measure peak memory of one implementation in the current (fresh) process.
+
+    Stages: build the data and the implementation's inputs; compile (JAX); run once and block. After
+    each stage the peak RSS is read and reset, so ``product_peak_bytes`` is the peak while the
+    product ran and ``product_increment_bytes`` what the product added to the resident inputs.
+    ``process_peak_bytes`` is the peak of the whole process (imports, data, compile, product).
+    """
+    s0 = read_proc_status()
+    data = case.build()
+    args = _block(tuple(impl.prepare(data)))
+    del data
+    gc.collect()
+    s_setup = read_proc_status()
+    resettable = reset_peak_rss()
+    fn, compile_s = impl.fn, None
+    s_compile = None
+    if impl.jax:
+        fn, compile_s = compile_jax(impl.fn, args)
+        s_compile = read_proc_status()
+        reset_peak_rss()
+    before = read_proc_status()
+    t0 = time.perf_counter()
+    out = _block(fn(*args))
+    run_s = time.perf_counter() - t0
+    s_run = read_proc_status()
+    del out
+    peaks = [s_setup["VmHWM"], s_run["VmHWM"]] + ([s_compile["VmHWM"]] if s_compile else [])
+    res = {
+        "method": "subprocess, /proc/self/status VmHWM"
+        + (" reset between stages (clear_refs)" if resettable else " (no reset: whole process)"),
+        "process_peak_bytes": max(peaks),
+        "rss_after_import_bytes": s0.get("VmRSS"),
+        "rss_after_setup_bytes": s_setup.get("VmRSS"),
+        "setup_peak_bytes": s_setup["VmHWM"],
+        "compile_peak_bytes": s_compile["VmHWM"] if (s_compile and resettable) else None,
+        "product_peak_bytes": s_run["VmHWM"] if resettable else None,
+        "product_increment_bytes": (s_run["VmHWM"] - before.get("VmRSS", 0))
+        if resettable and "VmRSS" in before
+        else None,
+        "compile_s": compile_s,
+        "run_s": run_s,
+        "device": device_memory_stats(),
+    }
+    return res
+
+
+def memory_probe(
+    suite: str,
+    case: str,
+    impl: str,
+    *,
+    size: str | None,
+    dtype: str = "float32",
+    seed: int = 0,
+    timeout_s: float = 1800.0,
+) -> dict:
+    """Measure the peak memory of ``suite/case [impl]`` in a fresh subprocess.
+
+    Runs ``python -m jaxcontext.bench._memprobe`` (see :func:`probe_in_this_process`) and returns
+    its report, or ``{"error": ...}`` when the probe fails.
+    """
+    if size is None:
+        return {"error": "memory probe needs the size the case was built with"}
+    pkg_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    cmd = [
+        sys.executable,
+        "-m",
+        "jaxcontext.bench._memprobe",
+        "--suite",
+        suite,
+        "--case",
+        case,
+        "--impl",
+        impl,
+        "--size",
+        size,
+        "--dtype",
+        dtype,
+        "--seed",
+        str(seed),
+    ]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return {"error": f"memory probe timed out after {timeout_s:.0f} s"}
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+        msg = f"memory probe failed (exit {proc.returncode}): {' | '.join(tail)}"
+        print(f"ERROR: {suite}/{case} [{impl}]: {msg}", file=sys.stderr, flush=True)
+        return {"error": msg}
+    return json.loads(lines[-1])
+
+
+# --------------------------------------------------------------------------------------------------
+# Output: table, JSON, markdown
+# --------------------------------------------------------------------------------------------------
+def fmt_time(t: float | None) -> str:
+    """Seconds as a short string with a unit (``"812 us"``, ``"12.3 ms"``, ``"4.56 s"``)."""
+    if t is None or not math.isfinite(t):
+        return "-"
+    if t < 1e-3:
+        return f"{t * 1e6:.0f} us"
+    if t < 1.0:
+        return f"{t * 1e3:.3g} ms"
+    return f"{t:.3g} s"
+
+
+def fmt_bytes(b: float | None) -> str:
+    """Bytes as MB/GB (decimal units) or ``"-"``."""
+    if b is None:
+        return "-"
+    if abs(b) >= 1e9:
+        return f"{b / 1e9:.2f} GB"
+    return f"{b / 1e6:.0f} MB"
+
+
+TABLE_COLUMNS = (
+    "suite",
+    "case",
+    "impl",
+    "median",
+    "min",
+    "IQR",
+    "n",
+    "speedup",
+    "rel.err",
+    "compile",
+    "status",
+)
+
+
+def _status(e: Entry) -> str:
+    if e.status == "skipped":
+        return f"skipped: {e.message}"
+    if e.status == "error":  # the exception type; the whole message is in the JSON and on stderr
+        return f"error: {e.message.split(':', 1)[0]}"
+    if e.status == "wrong":
+        return "WRONG: error > tol, not timed"
+    return e.status
+
+
+def _row(e: Entry) -> list[str]:
+    return [
+        e.suite,
+        e.case,
+        e.impl + (" *" if e.baseline else ""),
+        fmt_time(e.time_median_s),
+        fmt_time(e.time_min_s),
+        fmt_time(e.time_iqr_s),
+        str(e.repeats) if e.repeats else "-",
+        f"{e.speedup:.2f}x" if e.speedup is not None else "-",
+        f"{e.rel_error:.1e}" if e.rel_error is not None else "-",
+        fmt_time(e.compile_s) if e.compile_s is not None else "-",
+        _status(e),
+    ]
+
+
+def _memory_rows(entries: Sequence[Entry]) -> list[list[str]]:
+    rows = []
+    for e in entries:
+        if not e.memory:
+            continue
+        m = e.memory
+        if "error" in m:
+            rows.append([e.case, e.impl, "error", m["error"][:60], "-", "-"])
+            continue
+        dev = m.get("device") or {}
+        rows.append(
+            [
+                e.case,
+                e.impl,
+                fmt_bytes(m.get("process_peak_bytes")),
+                fmt_bytes(m.get("rss_after_setup_bytes")),
+                fmt_bytes(m.get("product_increment_bytes")),
+                fmt_bytes(dev.get("peak_bytes_in_use")) if dev else "-",
+            ]
+        )
+    return rows
+
+
+MEMORY_COLUMNS = ("case", "impl", "process peak", "after setup", "product +", "device peak")
+
+
+def _align(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    lines = ["  ".join(str(h).ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += [
+        "  ".join(str(x).ljust(w) for x, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    ]
+    return "\n".join(lines)
+
+
+def env_summary(env: dict) -> str:
+    """One line: device, versions, dtype, CPUs and load."""
+    la = env.get("load_average_start")
+    return (
+        f"device {env['platform']} ({env['device_kind']}) x{env['device_count']} | jax "
+        f"{env['jax']} jaxlib {env['jaxlib']} numpy {env['numpy']} scipy {env['scipy']} | dtype "
+        f"{env['dtype']} | {env['cpus_usable']}/{env['cpu_count']} CPUs {env['cpu_model']}"
+        + (f" | load {la[0]:.2f}" if la else "")
+    )
+
+
+def format_table(report: Report) -> str:
+    """Return the plain-text report printed to stdout: environment line, results, memory."""
+    out = [env_summary(report.environment), ""]
+    out.append(_align(TABLE_COLUMNS, [_row(e) for e in report.entries]))
+    out.append(
+        "* baseline; speedup = baseline median / median (same case, same run); rel.err = "
+        "||out - ref||_F / ||ref||_F vs float64; compile = AOT trace+lower+compile"
+    )
+    mem = _memory_rows(report.entries)
+    if mem:
+        out += ["", "peak memory (fresh subprocess per implementation; RSS from /proc VmHWM)"]
+        out.append(_align(MEMORY_COLUMNS, mem))
+    return "\n".join(out)
+
+
+def to_json(report: Report) -> dict:
+    """Return the JSON document: schema, environment header, settings, entries."""
+    return {
+        "schema": SCHEMA,
+        "environment": report.environment,
+        "settings": report.settings,
+        "entries": [e._asdict() for e in report.entries],
+    }
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, tuple):
+        return list(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def write_json(report: Report, path: str) -> None:
+    """Write :func:`to_json` to ``path`` (non-finite floats become null)."""
+    doc = _finite(to_json(report))
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=1, default=_json_default)
+        f.write("\n")
+
+
+def _finite(o: Any) -> Any:
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    return o
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    esc = [[str(x).replace("|", "\\|") for x in r] for r in rows]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in esc]
+    return "\n".join(lines)
+
+
+def format_markdown(report: Report, *, title: str | None = None, command: str | None = None) -> str:
+    """Return a short markdown summary: machine, date, versions, command, results, memory."""
+    env, s = report.environment, report.settings
+    title = title or f"jaxcontext.bench: {s.get('suite')} suite, size {s.get('size')}"
+    la0, la1 = env.get("load_average_start"), env.get("load_average_end")
+    lines = [
+        f"# {title}",
+        "",
+        f"- date (UTC): {env['date_utc']}",
+        f"- device: {env['platform']} ({env['device_kind']}) x{env['device_count']}; CPU "
+        f"{env['cpu_model']}, {env['cpus_usable']} usable of {env['cpu_count']} cores",
+        f"- versions: jax {env['jax']}, jaxlib {env['jaxlib']}, numpy {env['numpy']}, scipy "
+        f"{env['scipy']}, python {env['python']}, jaxcontext {env['jaxcontext']} "
+        f"(git {env.get('git_commit')})",
+        f"- dtype {env['dtype']}; repeats {s.get('repeats')}; seed {s.get('seed')}; "
+        f"wall {env.get('wall_s', 0):.0f} s",
+    ]
+    if la0:
+        lines.append(
+            f"- load average (1 min) at start {la0[0]:.2f}, at end "
+            f"{la1[0] if la1 else float('nan'):.2f}"
+        )
+    if command:
+        lines.append(f"- command: `{command}`")
+    lines += ["", _md_table(TABLE_COLUMNS, [_row(e) for e in report.entries]), ""]
+    lines.append(
+        "`*` baseline. speedup = baseline median / median within the same case and run. "
+        "rel.err = ||out - ref||_F / ||ref||_F against a float64 numpy/scipy reference "
+        "(checked before timing). compile = ahead-of-time trace + lower + compile, not "
+        "included in the times."
+    )
+    mem = _memory_rows(report.entries)
+    if mem:
+        lines += [
+            "",
+            "## Peak memory",
+            "",
+            "One fresh subprocess per implementation; resident set from /proc VmHWM. "
+            "*process peak*: the whole process (python, jax import, inputs, compile, "
+            "product); *after setup*: resident once the inputs are built; *product +*: "
+            "what the product added on top.",
+            "",
+            _md_table(MEMORY_COLUMNS, mem),
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(report: Report, path: str, **kw: Any) -> None:
+    """Write :func:`format_markdown` to ``path``."""
+    with open(path, "w") as f:
+        f.write(format_markdown(report, **kw))

@@ -1,12 +1,51 @@
 """jaxcontext: contexture theory at scale in JAX.
 
-The exact path builds context operators and computes their top singular functions; the learned path
-trains encoders; evaluation compares the two. Public names are re-exported here explicitly.
+The exact path builds context operators (:mod:`jaxcontext.operators`, :mod:`jaxcontext.contexts`)
+and computes their top singular functions (:mod:`jaxcontext.linalg`, :mod:`jaxcontext.spectrum`);
+:mod:`jaxcontext.datasets` has problems with known spectra and bundled real data. Public names are
+re-exported here explicitly (``tests/test_public_api.py`` imports every one).
 """
 
+from . import contexts as contexts
+from . import datasets as datasets
 from . import kernels as kernels
 from . import operators as operators
+from . import spectrum as spectrum
+from ._sharding import RowShardedOperator as RowShardedOperator
+from ._sharding import row_mesh as row_mesh
+from ._sharding import shard_block as shard_block
+from ._sharding import shard_rows as shard_rows
+from .contexts import Context as Context
 from .operators import LinearOperator as LinearOperator
 from .operators import as_operator as as_operator
+from .spectrum import Contexture as Contexture
+from .spectrum import compatibility as compatibility
+from .spectrum import contexture as contexture
+from .spectrum import decay_rate as decay_rate
+from .spectrum import ratio_trace as ratio_trace
+from .spectrum import tau as tau
+from .spectrum import worst_case_error as worst_case_error
 
 __version__ = "0.1.0.dev0"
+
+__all__ = [
+    "Context",
+    "Contexture",
+    "LinearOperator",
+    "RowShardedOperator",
+    "as_operator",
+    "compatibility",
+    "contexts",
+    "contexture",
+    "datasets",
+    "decay_rate",
+    "kernels",
+    "operators",
+    "ratio_trace",
+    "row_mesh",
+    "shard_block",
+    "shard_rows",
+    "spectrum",
+    "tau",
+    "worst_case_error",
+]

@@ -76,10 +76,11 @@ def _pytree(cls: type) -> type:
 
 
 def _result_dtype(*dtypes: Any) -> np.dtype:
+    """Promote to an inexact dtype that JAX can hold (float64 becomes float32 while x64 is off)."""
     dt = jnp.result_type(*dtypes)
     if not jnp.issubdtype(dt, jnp.inexact):
         dt = jnp.result_type(dt, jnp.float32)
-    return np.dtype(dt)
+    return np.dtype(jax.dtypes.canonicalize_dtype(dt))
 
 
 class LinearOperator:
@@ -413,6 +414,7 @@ def sparse_from_edges(
 
 def _sparse_from_sorted(r, c, v, shape, *, dtype, idx, kernel) -> SparseOperator:
     m, n = shape
+    dtype = _result_dtype(dtype)
     if kernel != "auto" and kernel not in SPARSE_KERNELS:
         raise ValueError(f"kernel must be 'auto' or one of {SPARSE_KERNELS}, got {kernel!r}")
     indptr = np.zeros(m + 1, dtype=np.int64)
@@ -502,6 +504,12 @@ class KernelOperator(LinearOperator):
         return (i * self.block_rows + jnp.arange(self.block_rows)) < self.x.shape[0]
 
     def _matmat(self, v: Array) -> Array:
+        return _kernel_matmat(self, v)
+
+    def _rmatmat(self, w: Array) -> Array:
+        return _kernel_rmatmat(self, w)
+
+    def _matmat_impl(self, v: Array) -> Array:
         tiles, pad = self._tiles()
         y = self.y
 
@@ -512,7 +520,7 @@ class KernelOperator(LinearOperator):
         out = jax.lax.map(one, tiles)
         return out.reshape(-1, v.shape[1])[: self.x.shape[0]]
 
-    def _rmatmat(self, w: Array) -> Array:
+    def _rmatmat_impl(self, w: Array) -> Array:
         tiles, pad = self._tiles()
         nb, b = tiles.shape[0], self.block_rows
         wp = jnp.pad(w, ((0, pad), (0, 0))).reshape(nb, b, w.shape[1])
@@ -537,6 +545,11 @@ class KernelOperator(LinearOperator):
     def row_sums(self) -> Array:
         """``K @ 1``."""
         return self._matmat(jnp.ones((self.shape[1], 1), self.dtype))[:, 0]
+
+
+# Module-level jits: eager products compile once per shape (nested in an outer jit they inline).
+_kernel_matmat = jax.jit(lambda op, v: op._matmat_impl(v))
+_kernel_rmatmat = jax.jit(lambda op, w: op._rmatmat_impl(w))
 
 
 def _block_rows_for(n: int, itemsize: int, tile_bytes: int) -> int:

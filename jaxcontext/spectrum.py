@@ -120,7 +120,7 @@ def contexture(
     sw = jnp.sqrt(w)
     mu = spec.U / jnp.where(sw > 0, sw, 1.0)[:, None]
     nu = None
-    if not squared:
+    if not squared and getattr(context, "p", None) is not None:  # teacher contexts have no p
         sp = jnp.sqrt(jnp.asarray(context.marginal(), Z.dtype))
         nu = jnp.where(sp[:, None] > 0, spec.V / jnp.where(sp > 0, sp, 1.0)[:, None], 0.0)
     return Contexture(s=s, mu=mu, nu=nu, spectrum=spec, context=context)

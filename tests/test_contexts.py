@@ -1,0 +1,850 @@
+"""Contexts: operators against float64 numpy built from REFERENCE.md section 2, known spectra,
+exact samplers, dual-kernel Grams, rows at new inputs, mixing, and bad input."""
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import scipy.stats
+
+from jaxcontext import contexts as C
+from jaxcontext import kernels as K
+from jaxcontext import operators as ops
+
+RTOL = 1e-5
+MASK_KEY = 7
+
+
+
+@jax.jit
+def dense(op):
+    """to_dense, compiled once per operator structure (eager tiled products re-trace)."""
+    return op.to_dense()
+
+
+@jax.jit
+def views(ctx, v):
+    """Dense Z, dense P and Z @ v in one compiled call."""
+    return ctx.operator().to_dense(), ctx.conditional.to_dense(), ctx.operator().matmat(v)
+
+
+def rel_err(a, b):
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    return np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300)
+
+
+def quiet(fn, *args, **kw):
+    """Build a context, ignoring zero-marginal warnings (kNN points that are nobody's neighbour)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", C.ZeroMarginalWarning)
+        return fn(*args, **kw)
+
+
+# --------------------------------------------------------------------------------------------------
+# float64 references (REFERENCE.md section 2)
+# --------------------------------------------------------------------------------------------------
+def d2(x, y=None):
+    x = np.asarray(x, np.float64)
+    y = x if y is None else np.asarray(y, np.float64)
+    return ((x[:, None, :] - y[None, :, :]) ** 2).sum(-1)
+
+
+def ref_knn(x, k, include_self=False):
+    d = d2(x)
+    if not include_self:
+        np.fill_diagonal(d, np.inf)
+    idx = np.argsort(d, axis=1, kind="stable")[:, :k]
+    P = np.zeros(d.shape)
+    np.put_along_axis(P, idx, 1.0 / k, axis=1)
+    return P
+
+
+def ref_rbf(x, gamma):
+    kx = np.exp(-gamma * d2(x))
+    return kx / kx.sum(1, keepdims=True)
+
+
+def ref_masks(d, num_masks, ratio=0.2):
+    return np.asarray(C.feature_masks(jax.random.key(MASK_KEY), d, ratio=ratio,
+                                      num_masks=num_masks))
+
+
+def ref_Z(P, w):
+    """Z = diag(sqrt w) P diag(p)^(-1/2), p = P^T w, zero-marginal columns zero."""
+    p = P.T @ w
+    q = np.where(p > 0, 1.0 / np.sqrt(np.where(p > 0, p, 1.0)), 0.0)
+    return np.sqrt(w)[:, None] * P * q[None, :]
+
+
+def ref_gram(P, w):
+    p = P.T @ w
+    pinv = np.where(p > 0, 1.0 / np.where(p > 0, p, 1.0), 0.0)
+    return (P * pinv) @ P.T
+
+
+def khatri_rao(P1, P2):
+    m = P1.shape[0]
+    full = (P1[:, :, None] * P2[:, None, :]).reshape(m, -1)
+    return full[:, full.sum(0) > 0]
+
+
+def data(rng, m=12, d=3):
+    return rng.standard_normal((m, d)).astype(np.float32)
+
+
+def sym_graph(rng, n=12, density=0.4):
+    W = rng.uniform(0.2, 2.0, (n, n)) * (rng.uniform(size=(n, n)) < density)
+    W = np.triu(W, 1)
+    W = W + W.T
+    for i in range(n):  # no isolated node
+        W[i, (i + 1) % n] = W[(i + 1) % n, i] = max(W[i, (i + 1) % n], 0.5)
+    return W
+
+
+def flip_sampler(key, xb):
+    s = jnp.where(jax.random.bernoulli(key, 0.5, xb.shape), -1.0, 1.0)
+    return xb * s
+
+
+def flip_enum(xi):
+    xi = np.asarray(xi, np.float64)
+    signs = np.array([[1, 1], [1, -1], [-1, 1], [-1, -1]], np.float64)
+    return signs * xi[None, :], np.full(4, 0.25)
+
+
+def transformation_ref(ctx, x, draws=None):
+    """P from independent counting: column of a value found through ctx.a_values."""
+    vals = np.asarray(ctx.a_values, np.float64)
+    col = {tuple(v): j for j, v in enumerate(vals)}
+    P = np.zeros((x.shape[0], len(col)))
+    if draws is None:
+        for i, xi in enumerate(x):
+            v, pr = flip_enum(xi)
+            for vv, pp in zip(v, pr, strict=True):
+                P[i, col[tuple(vv)]] += pp
+    else:
+        for a in draws:
+            for i, v in enumerate(np.asarray(a, np.float64)):
+                P[i, col[tuple(v)]] += 1.0 / len(draws)
+    return P
+
+
+# Every builder: returns (context, P reference, w reference)
+def case_labels(rng):
+    y = np.array([0, 1, 2, 1, 0, 2, 2, 1, 0, 3, 3, 1])
+    return C.labels(y), np.eye(4)[y], np.full(12, 1 / 12)
+
+
+def case_regression(rng):
+    y = rng.standard_normal(10)
+    return (C.labels(y, kind="regression", gamma=0.8), ref_rbf(y[:, None], 0.8),
+            np.full(10, 0.1))
+
+
+def case_graph(rng):
+    W = sym_graph(rng)
+    deg = W.sum(1)
+    return C.graph(sp.csr_matrix(W)), W / deg[:, None], deg / deg.sum()
+
+
+def case_graph_edges(rng):
+    n = 12
+    e = np.array([[i, (i + 1) % n] for i in range(n)] + [[0, 4], [0, 4], [2, 6]])
+    wts = rng.uniform(0.5, 2.0, len(e))
+    W = np.zeros((n, n))
+    for (a, b), v in zip(e, wts, strict=True):  # duplicates summed, symmetrised by (W + W^T)/2
+        W[a, b] += v / 2
+        W[b, a] += v / 2
+    deg = W.sum(1)
+    return C.graph(edges=e, weights=wts), W / deg[:, None], deg / deg.sum()
+
+
+def case_knn(rng):
+    x = data(rng)
+    return quiet(C.knn, x, 3), ref_knn(x, 3), np.full(12, 1 / 12)
+
+
+def case_knn_self(rng):
+    x = data(rng)
+    return quiet(C.knn, x, 3, include_self=True), ref_knn(x, 3, True), np.full(12, 1 / 12)
+
+
+def case_rbf(rng):
+    x = data(rng)
+    return C.rbf(x, 0.7), ref_rbf(x, 0.7), np.full(12, 1 / 12)
+
+
+def case_rbf_matrix_free(rng):
+    x = data(rng)
+    ctx = C.rbf(x, 0.7, materialize_bytes=0, block_rows=4)
+    assert not isinstance(ctx.conditional, ops.DenseOperator)
+    return ctx, ref_rbf(x, 0.7), np.full(12, 1 / 12)
+
+
+def case_masked_rbf(rng):
+    x = data(rng, d=5)
+    masks = ref_masks(5, 6)
+    P = np.mean([ref_rbf(x[:, mk], 0.5) for mk in masks], axis=0)
+    ctx = C.masked(x, "rbf", key=jax.random.key(MASK_KEY), gamma=0.5, num_masks=6)
+    return ctx, P, np.full(12, 1 / 12)
+
+
+def case_masked_rbf_matrix_free(rng):
+    x = data(rng, d=5)
+    masks = ref_masks(5, 3)
+    P = np.mean([ref_rbf(x[:, mk], 0.5) for mk in masks], axis=0)
+    ctx = C.masked(x, "rbf", key=jax.random.key(MASK_KEY), gamma=0.5, num_masks=3,
+                   materialize_bytes=0)
+    assert isinstance(ctx.conditional, ops.SumOperator)
+    return ctx, P, np.full(12, 1 / 12)
+
+
+def case_masked_knn(rng):
+    x = data(rng, d=5)
+    masks = ref_masks(5, 6)
+    P = np.mean([ref_knn(x[:, mk], 3) for mk in masks], axis=0)
+    ctx = quiet(C.masked, x, "knn", key=jax.random.key(MASK_KEY), k=3, num_masks=6)
+    return ctx, P, np.full(12, 1 / 12)
+
+
+def case_transformation_enum(rng):
+    x = rng.integers(1, 4, (12, 2)).astype(np.float32)
+    ctx = C.transformation(x, flip_sampler, enumerate_fn=flip_enum)
+    return ctx, transformation_ref(ctx, x), np.full(12, 1 / 12)
+
+
+def case_transformation_draws(rng):
+    x = rng.integers(1, 4, (12, 2)).astype(np.float32)
+    key = jax.random.key(3)
+    ctx = C.transformation(x, flip_sampler, key=key, num_draws=16)
+    draws = [flip_sampler(k, jnp.asarray(x)) for k in jax.random.split(key, 16)]
+    return ctx, transformation_ref(ctx, x, draws), np.full(12, 1 / 12)
+
+
+def case_from_conditional_dense(rng):
+    a = rng.uniform(size=(12, 7)) * (rng.uniform(size=(12, 7)) < 0.6)
+    a[:, 0] += 0.1
+    w = rng.uniform(0.5, 1.5, 12)
+    w /= w.sum()
+    return C.from_conditional(a, weights=w), a / a.sum(1, keepdims=True), w
+
+
+def case_from_conditional_lazy(rng):
+    x, y = data(rng, 12), data(rng, 7)
+    Kop = ops.kernel_operator(x, y, K.RBF(0.5))
+    kd = np.exp(-0.5 * d2(x, y))
+    return C.from_conditional(Kop), kd / kd.sum(1, keepdims=True), np.full(12, 1 / 12)
+
+
+def case_convolve(rng):
+    x = data(rng)
+    c = quiet(C.convolve, quiet(C.knn, x, 3), C.rbf(x, 0.7))
+    return c, ref_knn(x, 3) @ ref_rbf(x, 0.7), np.full(12, 1 / 12)
+
+
+def case_convolve_graph(rng):
+    W = sym_graph(rng)
+    deg = W.sum(1)
+    feats = data(rng, 12)
+    c = C.convolve(C.graph(W), C.rbf(feats, 0.5))
+    return c, (W / deg[:, None]) @ ref_rbf(feats, 0.5), deg / deg.sum()
+
+
+def case_combine_same(rng):
+    x = data(rng)
+    c = quiet(C.combine, [quiet(C.knn, x, 3), C.rbf(x, 0.7)], [0.3, 0.7])
+    assert isinstance(c.conditional, ops.SumOperator)
+    return c, 0.3 * ref_knn(x, 3) + 0.7 * ref_rbf(x, 0.7), np.full(12, 1 / 12)
+
+
+def case_combine_same_sparse(rng):
+    x = data(rng)
+    c = quiet(C.combine, [quiet(C.knn, x, 2), quiet(C.knn, x, 5)], [0.6, 0.4])
+    assert isinstance(c.conditional, ops.SparseOperator)  # merged into one sparse matrix
+    return c, 0.6 * ref_knn(x, 2) + 0.4 * ref_knn(x, 5), np.full(12, 1 / 12)
+
+
+def case_combine_disjoint(rng):
+    x = data(rng)
+    y = np.array([0, 1, 2, 1, 0, 2, 2, 1, 0, 2, 0, 1])
+    c = quiet(C.combine, [C.labels(y), quiet(C.knn, x, 3)], [0.4, 0.6])
+    assert c.shape == (12, 15)
+    return c, np.hstack([0.4 * np.eye(3)[y], 0.6 * ref_knn(x, 3)]), np.full(12, 1 / 12)
+
+
+def case_concat_sparse(rng):
+    x = data(rng)
+    y = np.array([0, 1, 2, 1, 0, 2, 2, 1, 0, 2, 0, 1])
+    c = C.concat(C.labels(y), quiet(C.knn, x, 3))
+    assert isinstance(c.conditional, ops.SparseOperator)
+    return c, khatri_rao(np.eye(3)[y], ref_knn(x, 3)), np.full(12, 1 / 12)
+
+
+def case_concat_dense(rng):
+    x = data(rng)
+    y = np.array([0, 1, 0, 1, 1, 0, 0, 1, 1, 1, 0, 0])
+    c = C.concat(C.rbf(x, 0.5), C.labels(y))
+    assert isinstance(c.conditional, ops.DenseOperator)
+    return c, khatri_rao(ref_rbf(x, 0.5), np.eye(2)[y]), np.full(12, 1 / 12)
+
+
+CASES = {
+    "labels": case_labels,
+    "regression-labels": case_regression,
+    "graph": case_graph,
+    "graph-edges": case_graph_edges,
+    "knn": case_knn,
+    "knn-include-self": case_knn_self,
+    "rbf": case_rbf,
+    "rbf-matrix-free": case_rbf_matrix_free,
+    "masked-rbf": case_masked_rbf,
+    "masked-rbf-matrix-free": case_masked_rbf_matrix_free,
+    "masked-knn": case_masked_knn,
+    "transformation-enumerated": case_transformation_enum,
+    "transformation-draws": case_transformation_draws,
+    "from-conditional-dense": case_from_conditional_dense,
+    "from-conditional-lazy": case_from_conditional_lazy,
+    "convolve": case_convolve,
+    "convolve-graph": case_convolve_graph,
+    "combine-same": case_combine_same,
+    "combine-same-sparse": case_combine_same_sparse,
+    "combine-disjoint": case_combine_disjoint,
+    "concat-sparse": case_concat_sparse,
+    "concat-dense": case_concat_dense,
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# Operators
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", list(CASES))
+def test_operator_matches_numpy_and_has_trivial_pair(name, rng):
+    ctx, P, w = CASES[name](rng)
+    v = np.random.default_rng(0).standard_normal((P.shape[1], 3))
+    Z, Pd, Zv = views(ctx, jnp.asarray(v, jnp.float32))
+    Z = np.asarray(Z, np.float64)
+    assert Z.shape == P.shape == ctx.shape
+    assert rel_err(Z, ref_Z(P, w)) < RTOL
+    assert rel_err(Pd, P) < RTOL
+    assert rel_err(ctx.weights, w) < RTOL
+    assert rel_err(ctx.marginal(), P.T @ w) < RTOL
+    u0 = np.asarray(ctx.trivial_left(), np.float64)
+    v0 = np.asarray(ctx.trivial_right(), np.float64)
+    assert abs(np.linalg.norm(u0) - 1) < 1e-6 and abs(np.linalg.norm(v0) - 1) < 1e-5
+    assert np.linalg.norm(Z @ v0 - u0) < 1e-5
+    assert np.linalg.norm(Z.T @ u0 - v0) < 1e-5
+    assert abs(np.linalg.svd(Z, compute_uv=False)[0] - 1.0) < 1e-5
+    assert rel_err(Zv, Z @ v) < RTOL  # the operator's products agree with its dense form
+
+
+def test_teacher_operator(rng):
+    F = rng.standard_normal((15, 4))
+    F[:, 3] = F[:, 0] - 2 * F[:, 1]  # rank 3 after centring
+    with pytest.warns(C.ContextWarning, match="1 of 4 directions dropped"):
+        ctx = C.teacher(F)
+    Z = np.asarray(dense(ctx.operator()), np.float64)
+    m = 15
+    Fc = F - F.mean(0)
+    proj = Fc @ np.linalg.pinv(Fc)  # projector on the span of the centred features
+    assert Z.shape == (m, 4)
+    # Z is unique up to a rotation of the whitened block: compare Z Z^T = (1 + F_w F_w^T) / m
+    assert rel_err(Z @ Z.T, (1.0 + m * proj) / m) < RTOL
+    np.testing.assert_allclose(Z[:, 0], 1 / np.sqrt(m), rtol=1e-6)
+    np.testing.assert_allclose(np.linalg.svd(Z, compute_uv=False), 1.0, atol=1e-5)
+    u0, v0 = np.asarray(ctx.trivial_left()), np.asarray(ctx.trivial_right())
+    assert np.linalg.norm(Z @ v0 - u0) < 1e-6 and np.linalg.norm(Z.T @ u0 - v0) < 1e-5
+    G = np.asarray(ctx.gram(jnp.arange(m)), np.float64)
+    assert rel_err(G, 1.0 + m * proj) < RTOL
+
+
+def test_from_kernel_eigenvalues_match_numpy(rng):
+    x = rng.standard_normal((24, 2)).astype(np.float32)
+    rho = 0.6
+    t = rho**2
+    xa = np.asarray(x, np.float64)
+    e = (2 * t * xa[:, None, :] * xa[None, :, :] - t**2 * (xa[:, None, :] ** 2 + xa[None] ** 2))
+    kref = np.prod(np.exp(e / (2 * (1 - t**2))) / np.sqrt(1 - t**2), axis=-1)
+    want = np.linalg.eigvalsh(kref / 24)
+    for ctx in (C.from_kernel(x, K.Mehler(rho)),
+                C.from_kernel(x, K.Mehler(rho), materialize_bytes=0, block_rows=16)):
+        assert ctx.squared and ctx.symmetric
+        got = np.linalg.eigvalsh(np.asarray(dense(ctx.operator()), np.float64))
+        np.testing.assert_allclose(got, want, atol=1e-5 * want.max())
+        assert rel_err(ctx.gram(jnp.arange(24)), kref) < RTOL
+        assert rel_err(ctx.conditional_rows(x[:5]), kref[:5]) < RTOL
+        with pytest.raises(NotImplementedError, match="no pair sampler"):
+            ctx.sample_indices(jax.random.key(0), 4)
+        with pytest.raises(NotImplementedError, match="marginal"):
+            ctx.marginal()
+
+
+def test_from_kernel_approaches_gaussian_noise_spectrum():
+    """Population spectrum rho^(2n) (REFERENCE.md section 7), 1-D, m = 600 samples of N(0, 1)."""
+    x = np.random.default_rng(1).standard_normal((600, 1)).astype(np.float32)
+    ev = np.sort(np.linalg.eigvalsh(np.asarray(
+        C.from_kernel(x, K.Mehler(0.5)).operator().to_dense(), np.float64)))[::-1]
+    np.testing.assert_allclose(ev[:4], [1.0, 0.25, 0.0625, 0.015625], atol=0.04)
+
+
+def test_from_kernel_plain_function_and_asymmetric_kernel(rng):
+    x = data(rng)
+    ctx = C.from_kernel(x, lambda a, b: jnp.exp(-0.3 * K.sq_distances(a, b)))
+    assert rel_err(dense(ctx.operator()), np.exp(-0.3 * d2(x)) / 12) < RTOL
+    with pytest.raises(ValueError, match="not symmetric"):
+        C.from_kernel(x, lambda a, b: jnp.matmul(a, (2.0 * b).T) + a[:, :1])
+
+
+# --------------------------------------------------------------------------------------------------
+# Known spectra
+# --------------------------------------------------------------------------------------------------
+def test_balanced_labels_spectrum():
+    y = np.repeat(np.arange(4), 5)
+    Z = np.asarray(C.labels(y).operator().to_dense(), np.float64)
+    np.testing.assert_allclose(np.linalg.svd(Z, compute_uv=False), 1.0, atol=1e-6)
+    ev = np.sort(np.linalg.eigvalsh(Z @ Z.T))[::-1]  # s_0 = 1 and s_1..s_{C-1} = 1, then 0
+    np.testing.assert_allclose(ev[:4], 1.0, atol=1e-6)
+    np.testing.assert_allclose(ev[4:], 0.0, atol=1e-6)
+
+
+def test_graph_singular_values_are_abs_eigenvalues(rng):
+    W = sym_graph(rng, n=14, density=0.3)
+    dm = 1 / np.sqrt(W.sum(1))
+    want = np.sort(np.abs(np.linalg.eigvalsh(dm[:, None] * W * dm[None, :])))[::-1]
+    ctx = C.graph(W)
+    assert ctx.symmetric
+    Z = np.asarray(dense(ctx.operator()), np.float64)
+    assert np.array_equal(Z, Z.T)  # exactly symmetric
+    np.testing.assert_allclose(np.linalg.svd(Z, compute_uv=False), want, atol=1e-6)
+
+
+def test_cycle_graph_spectrum():
+    n = 12
+    ctx = C.graph(edges=np.array([[i, (i + 1) % n] for i in range(n)]))
+    s = np.linalg.svd(np.asarray(dense(ctx.operator()), np.float64), compute_uv=False)
+    want = np.sort(np.abs(np.cos(2 * np.pi * np.arange(n) / n)))[::-1]
+    np.testing.assert_allclose(s, want, atol=1e-6)
+
+
+def test_graph_input_formats_agree(rng):
+    from jax.experimental import sparse as jsparse
+
+    W = sym_graph(rng)
+    Zs = [np.asarray(dense(C.graph(a).operator())) for a in (
+        W, sp.coo_matrix(W), ops.sparse(W.astype(np.float32)),
+        jsparse.BCOO.fromdense(jnp.asarray(W, jnp.float32)))]
+    r, c = np.nonzero(np.triu(W))
+    Zs.append(np.asarray(dense(C.graph(edges=np.stack([r, c], 1), weights=W[r, c],
+                                       num_nodes=12).operator())))  # each edge listed once
+    for Z in Zs[1:]:
+        assert rel_err(Z, Zs[0]) < RTOL
+
+
+def test_directed_graph(rng):
+    W = rng.uniform(0.1, 1.0, (6, 6)) * (rng.uniform(size=(6, 6)) < 0.6)
+    W[:, 0] += 0.3
+    W[0, 1] += 0.3
+    ctx = C.graph(W, symmetrize=False)
+    assert not ctx.symmetric
+    dout, din = W.sum(1), W.sum(0)
+    want = W / np.sqrt(dout[:, None] * din[None, :])
+    assert rel_err(dense(ctx.operator()), want) < RTOL
+
+
+# --------------------------------------------------------------------------------------------------
+# Samplers
+# --------------------------------------------------------------------------------------------------
+# one case per row model: one-hot, sparse rows + alias weights, kernel rows, masked kernel rows,
+# merged sparse mixture (kNN rows), operator rows, chain, mixture, disjoint mixture, sparse and
+# dense products
+SAMPLED = ["labels", "graph", "rbf-matrix-free", "masked-rbf", "masked-knn",
+           "from-conditional-lazy", "convolve", "combine-same", "combine-disjoint",
+           "concat-sparse", "concat-dense"]
+
+
+N_DRAWS = 120_000
+
+
+@jax.jit
+def draw_all(ctxs, key):
+    """All samplers in one compiled program (threefry-heavy samplers compile faster together)."""
+    return [c.sample_indices(key, N_DRAWS) for c in ctxs]
+
+
+def pair_frequency_problem(i, j, P, w):
+    """None when the draws (i, j) fit w_i P_ij (chi-square, p = 1e-5), else a description."""
+    i, j = np.asarray(i), np.asarray(j)
+    counts = np.zeros(P.shape)
+    np.add.at(counts, (i, j), 1)
+    expected = i.size * w[:, None] * P
+    if counts[expected == 0].sum():
+        return "drew a pair of probability zero"
+    pos = expected > 0
+    chi2 = (((counts - expected) ** 2)[pos] / expected[pos]).sum()
+    dof = pos.sum() - 1
+    if chi2 >= scipy.stats.chi2.ppf(1 - 1e-5, dof):
+        return f"chi2 {chi2:.1f} with {dof} degrees of freedom"
+    return None
+
+
+def test_samplers_match_pair_frequencies(rng):
+    """i ~ w, j ~ P[i, :] for every row model; deterministic per key; the same eager and jitted."""
+    built = [CASES[name](rng) for name in SAMPLED]
+    ctxs = [b[0] for b in built]
+    first = draw_all(ctxs, jax.random.key(11))
+    again = draw_all(ctxs, jax.random.key(11))
+    other = draw_all(ctxs, jax.random.key(12))
+    problems = {}
+    for name, (_, P, w), (i, j), (i2, j2), (_, j3) in zip(SAMPLED, built, first, again, other,
+                                                           strict=True):
+        assert i.shape == j.shape == (N_DRAWS,)
+        msg = pair_frequency_problem(i, j, P, w)
+        if msg is None and not (np.array_equal(i, i2) and np.array_equal(j, j2)):
+            msg = "not deterministic for a key"
+        if msg is None and np.array_equal(j, j3):
+            msg = "another key gave the same draws"
+        if msg is not None:
+            problems[name] = msg
+    assert not problems, problems
+    k = SAMPLED.index("combine-disjoint")
+    i_e, j_e = ctxs[k].sample_indices(jax.random.key(11), N_DRAWS)  # eager call
+    assert np.array_equal(np.asarray(i_e), first[k][0])
+    assert np.array_equal(np.asarray(j_e), first[k][1])
+
+
+def test_two_level_categorical_is_exact(rng):
+    """Long rows (M > 1024) are sampled block-then-column; the distribution is unchanged."""
+    M, n = 1500, 8000
+    p = rng.uniform(0.5, 1.5, M)
+    p[:40] *= 20.0  # heavy head
+    p[64:128] = 0.0  # a whole zero block (block size 64 for M = 1500)
+    p[1490:] = 0.0
+    p /= p.sum()
+    logits = jnp.broadcast_to(jnp.log(jnp.asarray(p, jnp.float32)), (n, M))
+    j = np.asarray(jax.jit(C._categorical_rows)(jax.random.key(0), logits))
+    assert p[j].min() > 0  # never a zero-probability column
+    bins = np.minimum(np.arange(M) // 50, 29)  # 30 bins of columns
+    counts = np.bincount(bins[j], minlength=30)
+    expected = n * np.bincount(bins, weights=p, minlength=30)
+    pos = expected > 0
+    chi2 = ((counts - expected) ** 2)[pos] / expected[pos]
+    assert chi2.sum() < scipy.stats.chi2.ppf(1 - 1e-5, pos.sum() - 1)
+
+
+def knn_neighbours(x, k):
+    d = d2(x)
+    np.fill_diagonal(d, np.inf)
+    return np.argsort(d, axis=1, kind="stable")[:, :k]
+
+
+def row_index(x, xb):
+    """Index of each row of xb in x (rows of x are distinct)."""
+    x, xb = np.asarray(x), np.asarray(xb)
+    hit = (xb[:, None, :] == x[None, :, :]).all(-1)
+    assert np.all(hit.sum(1) == 1)
+    return hit.argmax(1)
+
+
+def test_sample_pairs_graph(rng):
+    W = sym_graph(rng)
+    xb, ab = C.graph(W).sample_pairs(jax.random.key(0), 200)
+    assert np.all(W[np.asarray(xb), np.asarray(ab)] > 0)  # node ids joined by an edge
+
+
+def test_sample_pairs_labels_and_concat(rng):
+    y = np.array([0, 1, 2, 1, 0, 2, 2, 1, 0, 2, 0, 1])
+    x = data(rng)
+    lab = C.labels(y, x=x)
+    cc = C.concat(lab, quiet(C.knn, x, 3))
+    xb, (a1, a2) = cc.sample_pairs(jax.random.key(2), 200)
+    i = row_index(x, xb)
+    assert np.array_equal(np.asarray(a1), y[i])  # the label part is the label of x_i
+    nb = knn_neighbours(x, 3)[i]  # the kNN part is one of x_i's neighbours
+    assert np.all((nb == row_index(x, a2)[:, None]).any(1))
+
+
+def test_sample_pairs_disjoint_values(rng):
+    ctx, _, _ = case_combine_disjoint(rng)
+    y = np.array([0, 1, 2, 1, 0, 2, 2, 1, 0, 2, 0, 1])
+    x = np.asarray(ctx.rows.parts[1].x)  # the kNN part's samples; the labels part has no x
+    ib, (comp, (lab, xa)) = ctx.sample_pairs(jax.random.key(4), 400)
+    ib, comp = np.asarray(ib), np.asarray(comp)
+    assert set(comp.tolist()) == {0, 1}
+    assert np.array_equal(np.asarray(lab)[comp == 0], y[ib[comp == 0]])
+    nb = knn_neighbours(x, 3)[ib[comp == 1]]
+    assert np.all((nb == row_index(x, np.asarray(xa)[comp == 1])[:, None]).any(1))
+
+
+def test_transformation_pairs_use_the_user_sampler(rng):
+    ctx, _, _ = case_transformation_draws(rng)
+    xb, ab = jax.jit(lambda c, k: c.sample_pairs(k, 64))(ctx, jax.random.key(5))
+    xb, ab = np.asarray(xb), np.asarray(ab)
+    assert np.array_equal(np.abs(ab), np.abs(xb))  # sign flips of the sampled inputs
+    assert (np.sign(ab) != np.sign(xb)).any()
+
+
+def test_alias_table_is_exact(rng):
+    """Walker/Vose: column k keeps prob[k] and gives 1 - prob[k] to alias[k]; totals are w * n."""
+    w = rng.uniform(0.0, 1.0, 50) ** 3
+    w /= w.sum()
+    tab = C._alias_table(w)
+    prob, alias = np.asarray(tab.prob, np.float64), np.asarray(tab.alias)
+    implied = prob.copy()
+    np.add.at(implied, alias, 1.0 - prob)
+    np.testing.assert_allclose(implied / w.size, w, atol=1e-7)
+    g, _, wg = case_graph(rng)  # a graph's degree weights use it
+    assert g.wsampler is not None and np.allclose(np.asarray(g.weights), wg)
+
+
+# --------------------------------------------------------------------------------------------------
+# Dual-kernel Gram and rows at new inputs
+# --------------------------------------------------------------------------------------------------
+# one case per Gram route: one-hot, sparse rows, kernel rows, masked kernel rows, dense rows,
+# operator rows, chain, mixture, merged sparse mixture, disjoint mixture, concatenation
+GRAM_CASES = ["labels", "graph", "rbf", "masked-rbf", "from-conditional-dense",
+              "from-conditional-lazy", "convolve", "combine-same", "combine-same-sparse",
+              "combine-disjoint", "concat-sparse"]
+
+
+@pytest.mark.parametrize("name", GRAM_CASES)
+def test_gram_matches_numpy(name, rng):
+    ctx, P, w = CASES[name](rng)
+    Gref = ref_gram(P, w)
+    m = P.shape[0]
+    idx = np.array([3, 0, 5, 5, m - 1])
+    idx2 = np.arange(m)[::-1]
+    G1, G2 = jax.jit(lambda c, a, b: (c.gram(a), c.gram(a, b)))(ctx, jnp.asarray(idx),
+                                                                  jnp.asarray(idx2))
+    assert rel_err(G1, Gref[np.ix_(idx, idx)]) < RTOL
+    assert rel_err(G2, Gref[np.ix_(idx, idx2)]) < RTOL
+
+
+def test_gram_sparse_compressed_and_dense_routes(rng):
+    x = data(rng, m=40)
+    ctx = quiet(C.knn, x, 2)
+    Gref = ref_gram(ref_knn(x, 2), np.full(40, 1 / 40))
+    gram = jax.jit(lambda c, a: c.gram(a))
+    small = np.array([1, 7, 9, 30])  # 2 * 4 * 2 = 16 touched columns < 40: compressed route
+    assert rel_err(gram(ctx, jnp.asarray(small)), Gref[np.ix_(small, small)]) < RTOL
+    big = np.arange(40)  # dense rows route
+    assert rel_err(gram(ctx, jnp.asarray(big)), Gref) < RTOL
+
+
+ROW_CASES = ["regression-labels", "knn", "knn-include-self", "rbf", "rbf-matrix-free",
+             "masked-rbf", "masked-knn", "convolve", "combine-same", "combine-same-sparse",
+             "combine-disjoint"]
+
+
+@pytest.mark.parametrize("name", ROW_CASES)
+def test_conditional_rows_at_training_points(name, rng):
+    ctx, P, _ = CASES[name](rng)
+    if name == "regression-labels":
+        rows = ctx.conditional_rows(y=np.asarray(ctx.a_values)[:, 0])
+    elif name == "combine-disjoint":  # labels and kNN: the rows need both y and x
+        y = np.array([0, 1, 2, 1, 0, 2, 2, 1, 0, 2, 0, 1])
+        rows = ctx.conditional_rows(np.asarray(ctx.rows.parts[1].x), y=y)
+    else:
+        rows = ctx.conditional_rows(np.asarray(ctx.x))
+    assert rel_err(rows, P) < RTOL
+
+
+def test_conditional_rows_labels_and_concat(rng):
+    ctx, P, _ = case_labels(rng)
+    y = np.array([0, 1, 2, 1, 0, 2, 2, 1, 0, 3, 3, 1])
+    assert rel_err(ctx.conditional_rows(y), P) < RTOL
+    assert rel_err(ctx.conditional_rows(y=y), P) < RTOL
+    with pytest.raises(ValueError, match="num_classes"):
+        ctx.conditional_rows(np.array([4]))
+    cc, Pc, _ = case_concat_sparse(rng)
+    yc = np.array([0, 1, 2, 1, 0, 2, 2, 1, 0, 2, 0, 1])
+    x = np.asarray(cc.rows.second.x)  # the kNN part's samples (the labels part has no x)
+    assert rel_err(cc.conditional_rows(x, y=yc), Pc) < RTOL
+
+
+def test_conditional_rows_at_new_points(rng):
+    x = data(rng)
+    xn = data(rng, m=4)
+    r = C.rbf(x, 0.7).conditional_rows(xn)
+    kn = np.exp(-0.7 * d2(xn, x))
+    assert rel_err(r, kn / kn.sum(1, keepdims=True)) < RTOL
+    far = np.full((1, 3), 1e3, np.float32)  # kernel underflows; rows stay normalised
+    rf = np.asarray(C.rbf(x, 0.7).conditional_rows(far))
+    assert np.all(np.isfinite(rf)) and abs(rf.sum() - 1) < 1e-5
+    rk = np.asarray(quiet(C.knn, x, 3).conditional_rows(xn))
+    dn = d2(xn, x)
+    want = np.zeros((4, 12))
+    np.put_along_axis(want, np.argsort(dn, axis=1)[:, :3], 1 / 3, axis=1)
+    assert rel_err(rk, want) < RTOL
+
+
+@pytest.mark.parametrize("name", ["graph", "transformation-enumerated"])
+def test_conditional_rows_not_available(name, rng):
+    ctx, _, _ = CASES[name](rng)
+    with pytest.raises(NotImplementedError, match="new inputs"):
+        ctx.conditional_rows(np.zeros((1, 2)))
+
+
+# --------------------------------------------------------------------------------------------------
+# Policies, pytrees, metadata
+# --------------------------------------------------------------------------------------------------
+def test_zero_marginal_values_get_zero_weight_with_warning():
+    y = np.array([0, 1, 2, 0, 1, 2])
+    with pytest.warns(C.ZeroMarginalWarning, match="1 of 4 context values"):
+        ctx = C.labels(y, num_classes=4)
+    Z = np.asarray(dense(ctx.operator()))
+    assert np.all(Z[:, 3] == 0)
+    assert rel_err(Z[:, :3], ref_Z(np.eye(3)[y], np.full(6, 1 / 6))) < RTOL
+
+
+def test_isolated_nodes_error_and_drop(rng):
+    W = sym_graph(rng, n=7)
+    W[3, :] = W[:, 3] = 0.0
+    with pytest.raises(ValueError, match=r"1 isolated node\(s\).*\[3\]"):
+        C.graph(W)
+    with pytest.warns(C.ContextWarning, match="dropping 1 isolated"):
+        ctx = C.graph(W, isolated="drop")
+    keep = np.array([0, 1, 2, 4, 5, 6])
+    Wk = W[np.ix_(keep, keep)]
+    deg = Wk.sum(1)
+    assert ctx.shape == (6, 6)
+    assert np.array_equal(np.asarray(ctx.sample_index), keep)
+    assert np.array_equal(np.asarray(ctx.a_values), keep)
+    assert rel_err(dense(ctx.operator()), ref_Z(Wk / deg[:, None], deg / deg.sum())) < RTOL
+    xb, _ = ctx.sample_pairs(jax.random.key(0), 50)
+    assert set(np.asarray(xb).tolist()) <= set(keep.tolist())
+
+
+def test_from_conditional_empty_rows(rng):
+    a = rng.uniform(size=(5, 4))
+    a[2] = 0
+    with pytest.raises(ValueError, match="1 sample"):
+        C.from_conditional(a)
+    with pytest.warns(C.ContextWarning, match="dropping 1"):
+        ctx = C.from_conditional(sp.csr_matrix(a), isolated="drop")
+    ak = a[[0, 1, 3, 4]]
+    assert rel_err(dense(ctx.operator()), ref_Z(ak / ak.sum(1, keepdims=True),
+                                                     np.full(4, 0.25))) < RTOL
+
+
+def test_context_is_a_pytree(rng):
+    for name in ("rbf-matrix-free", "combine-disjoint"):
+        ctx, _, _ = CASES[name](rng)
+        leaves, tree = jax.tree_util.tree_flatten(ctx)
+        back = jax.tree_util.tree_unflatten(tree, leaves)
+        assert back.name == ctx.name and back.info == ctx.info
+        v = jnp.ones((ctx.shape[1],))
+        out = jax.jit(lambda c, u: c.operator().matmat(u))(ctx, v)
+        assert rel_err(out, ctx.operator().matmat(v)) < 1e-6
+        assert ctx.name in repr(ctx)
+
+
+def test_feature_masks():
+    m1 = np.asarray(C.feature_masks(jax.random.key(0), 10, ratio=0.3, num_masks=20))
+    m2 = np.asarray(C.feature_masks(jax.random.key(0), 10, ratio=0.3, num_masks=20))
+    assert m1.shape == (20, 10) and m1.dtype == bool
+    assert np.array_equal(m1, m2)
+    assert np.all(m1.sum(1) == 7)  # each mask hides round(0.3 * 10) = 3 features
+    assert len({r.tobytes() for r in m1}) > 1
+    with pytest.raises(ValueError, match="at least one feature"):
+        C.feature_masks(jax.random.key(0), 2, ratio=0.9)
+
+
+# --------------------------------------------------------------------------------------------------
+# Bad input
+# --------------------------------------------------------------------------------------------------
+def _nan_x():
+    x = np.ones((6, 2))
+    x[1, 0] = np.nan
+    return x
+
+
+def _inf_x():
+    x = np.ones((6, 2))
+    x[0, 1] = np.inf
+    return x
+
+
+BAD = [
+    ("knn-nan", lambda: C.knn(_nan_x(), 2), ValueError, "NaN or Inf"),
+    ("rbf-inf", lambda: C.rbf(_inf_x(), 1.0), ValueError, "NaN or Inf"),
+    ("masked-nan", lambda: C.masked(_nan_x(), key=jax.random.key(0), gamma=1.0), ValueError,
+     "NaN or Inf"),
+    ("knn-empty", lambda: C.knn(np.zeros((0, 3)), 1), ValueError, "empty"),
+    ("rbf-empty", lambda: C.rbf(np.zeros((4, 0)), 1.0), ValueError, "empty"),
+    ("knn-k-too-big", lambda: C.knn(np.eye(5), 5), ValueError, "k: must be smaller than"),
+    ("knn-k-zero", lambda: C.knn(np.eye(5), 0), ValueError, "positive integer"),
+    ("rbf-gamma", lambda: C.rbf(np.eye(3), -1.0), ValueError, "gamma"),
+    ("labels-negative", lambda: C.labels(np.array([0, -1, 2])), ValueError, ">= 0"),
+    ("labels-float", lambda: C.labels(np.array([0.5, 1.0])), ValueError, "integer"),
+    ("labels-num-classes", lambda: C.labels(np.array([0, 3]), num_classes=3), ValueError,
+     "num_classes"),
+    ("labels-kind", lambda: C.labels(np.array([0, 1]), kind="ordinal"), ValueError, "kind"),
+    ("regression-gamma", lambda: C.labels(np.ones(4), kind="regression"), ValueError, "gamma"),
+    ("graph-negative", lambda: C.graph(np.array([[0.0, -1.0], [-1.0, 0.0]])), ValueError,
+     "negative"),
+    ("graph-edge-range", lambda: C.graph(edges=np.array([[0, 1], [1, 5]]), num_nodes=3),
+     ValueError, r"indices must lie in \[0, 3\)"),
+    ("graph-edge-negative-weight", lambda: C.graph(edges=np.array([[0, 1]]), weights=[-2.0]),
+     ValueError, "weights: has negative"),
+    ("graph-not-square", lambda: C.graph(np.ones((2, 3))), ValueError, "square"),
+    ("graph-both", lambda: C.graph(np.ones((2, 2)), edges=np.array([[0, 1]])), ValueError,
+     "exactly one"),
+    ("graph-isolated-policy", lambda: C.graph(np.ones((2, 2)), isolated="ignore"), ValueError,
+     "isolated"),
+    ("combine-negative", lambda: C.combine([C.rbf(np.eye(3), 1.0)] * 2, [1.5, -0.5]),
+     ValueError, "convex combination"),
+    ("combine-sum", lambda: C.combine([C.rbf(np.eye(3), 1.0)] * 2, [0.5, 0.6]), ValueError,
+     "sum 1.1"),
+    ("combine-length", lambda: C.combine([C.rbf(np.eye(3), 1.0)] * 2, [1.0]), ValueError,
+     "expected 2"),
+    ("combine-samples", lambda: C.combine([C.rbf(np.eye(3), 1.0), C.rbf(np.eye(4), 1.0)],
+                                          [0.5, 0.5]), ValueError, "share the samples"),
+    ("combine-teacher", lambda: C.combine([C.teacher(np.eye(3)[:, :2])], [1.0]), ValueError,
+     "no conditional"),
+    ("convolve-shapes", lambda: C.convolve(C.rbf(np.eye(4), 1.0), C.labels(np.arange(6))),
+     ValueError, "M1=4 values but c2 has m2=6"),
+    ("concat-memory", lambda: C.concat(C.rbf(np.eye(6), 1.0), C.rbf(np.eye(6), 1.0),
+                                       max_entries=100), MemoryError, "product space needs 216"),
+    ("transformation-probs", lambda: C.transformation(
+        np.eye(2), None, enumerate_fn=lambda xi: (np.stack([xi, -xi]), np.array([0.5, 0.6]))),
+     ValueError, "sum to 1.1"),
+    ("transformation-key", lambda: C.transformation(np.eye(2), flip_sampler), ValueError, "key"),
+    ("teacher-nan", lambda: C.teacher(_nan_x()), ValueError, "NaN or Inf"),
+    ("masked-base", lambda: C.masked(np.eye(5), "pca", key=jax.random.key(0)), ValueError,
+     "base"),
+    ("from-conditional-negative", lambda: C.from_conditional(-np.eye(3)), ValueError,
+     "negative"),
+    ("from-conditional-weights", lambda: C.from_conditional(np.eye(3), weights=[0.5, 0.5, 0.5]),
+     ValueError, "sum to 1"),
+]
+
+
+@pytest.mark.parametrize("name, make, exc, match", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_raises(name, make, exc, match):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", C.ContextWarning)
+        with pytest.raises(exc, match=match):
+            make()
+
+
+def test_gram_index_validation(rng):
+    ctx, _, _ = case_rbf(rng)
+    with pytest.raises(ValueError, match=r"idx: indices must lie in \[0, 12\)"):
+        ctx.gram(jnp.array([0, 12]))
+    with pytest.raises(ValueError, match="integer"):
+        ctx.gram(jnp.array([0.5]))
+    with pytest.raises(ValueError, match="batch"):
+        ctx.sample_indices(jax.random.key(0), 0)
+
+
+def test_continuous_transformation_warns(rng):
+    x = rng.standard_normal((5, 2)).astype(np.float32)
+
+    def noise(key, xb):
+        return xb + jax.random.normal(key, xb.shape)
+
+    with pytest.warns(C.ContextWarning, match="distinct value"):
+        C.transformation(x, noise, key=jax.random.key(0), num_draws=3)

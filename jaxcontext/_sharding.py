@@ -344,10 +344,13 @@ def _local_sparse(op: SparseOperator, p: int, mb: int) -> SparseOperator:
             )
         return out
 
-    stacked = _stack_blocks(blocks(op.kernel))
+    local = blocks(op.kernel)
+    stacked = _stack_blocks(local)
     if stacked is None:
-        # a kernel whose per-block tables differ in shape (e.g. ELL slot widths): use the default
-        stacked = _stack_blocks(blocks("auto"))
+        # per-block ELL tables differ in shape (slot widths, tail lengths): drop them and let
+        # "auto" pick the layout-free kernel for the backend and block width
+        local = [dataclasses.replace(b, kernel="auto", layout=None, tlayout=None) for b in local]
+        stacked = _stack_blocks(local)
     return stacked
 
 

@@ -276,6 +276,8 @@ class SparseOperator(LinearOperator):
     tindptr: Array
     shape_: tuple[int, int] = _static()
     kernel: str = _static("auto")
+    layout: Any = None
+    tlayout: Any = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -294,7 +296,8 @@ class SparseOperator(LinearOperator):
         from . import _spmm
 
         return _spmm.spmm(
-            self.rows, self.cols, self.vals, self.indptr, x, self.shape_[0], kernel=self.kernel
+            self.rows, self.cols, self.vals, self.indptr, x, self.shape_[0], kernel=self.kernel,
+            layout=self.layout,
         )
 
     def _rmatmat(self, y: Array) -> Array:
@@ -308,6 +311,7 @@ class SparseOperator(LinearOperator):
             y,
             self.shape_[1],
             kernel=self.kernel,
+            layout=self.tlayout,
         )
 
     def to_dense(self, *, max_entries: int = 2**28) -> Array:
@@ -349,6 +353,8 @@ class SparseOperator(LinearOperator):
             tindptr=self.indptr,
             shape_=(self.shape_[1], self.shape_[0]),
             kernel=self.kernel,
+            layout=self.tlayout,
+            tlayout=self.layout,
         )
 
 
@@ -422,6 +428,10 @@ def _sparse_from_sorted(r, c, v, shape, *, dtype, idx, kernel) -> SparseOperator
     tperm = np.argsort(c, kind="stable")
     tindptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(c, minlength=n), out=tindptr[1:])
+    from . import _spmm
+
+    layout = _spmm.prepare(kernel, r, c, v, indptr, (m, n))
+    tlayout = _spmm.prepare(kernel, c[tperm], r[tperm], v[tperm], tindptr, (n, m))
     return SparseOperator(
         rows=jnp.asarray(r.astype(idx)),
         cols=jnp.asarray(c.astype(idx)),
@@ -431,6 +441,8 @@ def _sparse_from_sorted(r, c, v, shape, *, dtype, idx, kernel) -> SparseOperator
         tindptr=jnp.asarray(tindptr.astype(idx)),
         shape_=(m, n),
         kernel=kernel,
+        layout=layout,
+        tlayout=tlayout,
     )
 
 

@@ -139,16 +139,18 @@ def _sparse_op(a64, dtype, kernel="auto"):
 
 
 def _default_sparse_kernel(k: int | None = None) -> str | None:
-    """Name of the product kernel ``kernel="auto"`` picks for ``k`` columns (recorded per case)."""
-    try:
-        from jaxcontext import _spmm
+    """Name of the product kernel ``kernel="auto"`` runs for ``k`` columns (recorded per case).
 
-        try:
-            return str(_spmm.default_kernel(num_cols=k))
-        except TypeError:  # a default that does not depend on the block width
-            return str(_spmm.default_kernel())
-    except Exception:  # the kernel module is being tuned: record nothing rather than fail
-        return None
+    On backends where ``auto`` prepares an ELL layout at construction, blocks of at least
+    ``ELL_MIN_COLS`` columns run ``ell``; otherwise the layout-free default for the width.
+    """
+    import jax
+
+    from jaxcontext import _spmm
+
+    if jax.default_backend() in _spmm.ELL_AUTO_BACKENDS and (k or 64) >= _spmm.ELL_MIN_COLS:
+        return "ell"
+    return str(_spmm.default_kernel(num_cols=k))
 
 
 def _sparse_kernel_variants(k: int) -> list[str]:

@@ -233,7 +233,9 @@ def compatibility(context: Any, f: Any) -> jax.Array:
     ft = _centred(f, w, "f")
     g = jnp.sqrt(w)[:, None] * ft
     norm2 = jnp.sum(g * g, axis=0)
-    if np.any(np.asarray(norm2) <= 0):
+    f2 = jnp.asarray(f).reshape(w.shape[0], -1).astype(g.dtype)
+    raw2 = jnp.sum(w[:, None] * f2 * f2, axis=0)  # E[f^2]: the scale that rounding works at
+    if np.any(np.asarray(norm2) <= (1e2 * jnp.finfo(g.dtype).eps) ** 2 * np.asarray(raw2)):
         raise ValueError("f: a target is constant under P_X; rho is undefined for it")
     if getattr(context, "squared", False):  # operator is Z Z^T itself
         num = jnp.sum(g * Z.matmat(g), axis=0)

@@ -43,7 +43,9 @@ def check_ndim(arr: Any, name: str, ndim: int | tuple[int, ...] | None) -> None:
 def check_nonempty(arr: Any, name: str) -> None:
     """Raise ValueError for arrays with a zero-length axis."""
     if any(s == 0 for s in np.shape(arr)):
-        raise ValueError(f"{name}: empty input (shape {tuple(np.shape(arr))}); need at least one entry")
+        raise ValueError(
+            f"{name}: empty input (shape {tuple(np.shape(arr))}); need at least one entry"
+        )
 
 
 def check_finite(arr: Any, name: str) -> None:

@@ -195,9 +195,9 @@ class LinearOperator:
         return f"{type(self).__name__}(shape={self.shape}, dtype={np.dtype(self.dtype).name})"
 
 
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # Dense and diagonal
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 @_pytree
 class DenseOperator(LinearOperator):
     """A dense ``(m, n)`` array. ``precision`` is passed to ``jnp.matmul`` (default HIGHEST)."""
@@ -250,9 +250,9 @@ class DiagonalOperator(LinearOperator):
         return self
 
 
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # Sparse
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 SPARSE_KERNELS = ("segment", "bcsr", "ell")
 
 
@@ -296,7 +296,13 @@ class SparseOperator(LinearOperator):
         from . import _spmm
 
         return _spmm.spmm(
-            self.rows, self.cols, self.vals, self.indptr, x, self.shape_[0], kernel=self.kernel,
+            self.rows,
+            self.cols,
+            self.vals,
+            self.indptr,
+            x,
+            self.shape_[0],
+            kernel=self.kernel,
             layout=self.layout,
         )
 
@@ -387,8 +393,14 @@ def sparse_from_edges(
     r = np.asarray(rows).ravel()
     c = np.asarray(cols).ravel()
     if r.shape != c.shape:
-        raise ValueError(f"rows and cols must have the same length, got {r.shape[0]} and {c.shape[0]}")
-    v = np.ones(r.shape, dtype=np.float64) if vals is None else np.asarray(vals, dtype=np.float64).ravel()
+        raise ValueError(
+            f"rows and cols must have the same length, got {r.shape[0]} and {c.shape[0]}"
+        )
+    v = (
+        np.ones(r.shape, dtype=np.float64)
+        if vals is None
+        else np.asarray(vals, dtype=np.float64).ravel()
+    )
     if v.shape != r.shape:
         raise ValueError(f"vals has length {v.shape[0]}, expected {r.shape[0]} (one per edge)")
     V.check_finite(v, "vals")
@@ -411,7 +423,9 @@ def sparse_from_edges(
     uniq, start = np.unique(key, return_index=True)
     if uniq.size != key.size:
         if not sum_duplicates:
-            raise ValueError(f"{key.size - uniq.size} duplicate (row, col) entries; pass sum_duplicates=True")
+            raise ValueError(
+                f"{key.size - uniq.size} duplicate (row, col) entries; pass sum_duplicates=True"
+            )
         v = np.add.reduceat(v, start) if v.size else v
         key = uniq
     r, c = key // n, key % n
@@ -446,7 +460,9 @@ def _sparse_from_sorted(r, c, v, shape, *, dtype, idx, kernel) -> SparseOperator
     )
 
 
-def sparse_from_scipy(mat: Any, *, dtype: Any = jnp.float32, kernel: str = "auto") -> SparseOperator:
+def sparse_from_scipy(
+    mat: Any, *, dtype: Any = jnp.float32, kernel: str = "auto"
+) -> SparseOperator:
     """Build a :class:`SparseOperator` from any ``scipy.sparse`` matrix or array."""
     coo = mat.tocoo()
     return sparse_from_edges(
@@ -465,8 +481,12 @@ def sparse(a: Any, *, dtype: Any = None, kernel: str = "auto") -> SparseOperator
             coo = a.to_bcoo() if isinstance(a, jsparse.BCSR) else a
             ij = np.asarray(coo.indices)
             return sparse_from_edges(
-                ij[:, 0], ij[:, 1], np.asarray(coo.data), coo.shape,
-                dtype=dtype or coo.dtype, kernel=kernel,
+                ij[:, 0],
+                ij[:, 1],
+                np.asarray(coo.data),
+                coo.shape,
+                dtype=dtype or coo.dtype,
+                kernel=kernel,
             )
     except ImportError:  # pragma: no cover
         pass
@@ -478,9 +498,9 @@ def sparse(a: Any, *, dtype: Any = None, kernel: str = "auto") -> SparseOperator
     )
 
 
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # Matrix-free kernel operator
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 @_pytree
 class KernelOperator(LinearOperator):
     r"""The ``(m, n)`` matrix ``K[i, j] = kernel(x_i, y_j)``, evaluated tile by tile, never stored.
@@ -596,12 +616,16 @@ def kernel_operator(
         V.check_nonempty(a, name)
         V.check_finite(a, name)
     if x.shape[1] != y.shape[1]:
-        raise ValueError(f"x and y need the same feature dimension, got {x.shape[1]} and {y.shape[1]}")
+        raise ValueError(
+            f"x and y need the same feature dimension, got {x.shape[1]} and {y.shape[1]}"
+        )
     if not isinstance(kernel, jax.tree_util.Partial) and not _is_pytree_callable(kernel):
         kernel = jax.tree_util.Partial(kernel)
     dt = _result_dtype(x.dtype, y.dtype)
     if block_rows is None:
-        block_rows = min(_block_rows_for(y.shape[0], dt.itemsize, tile_bytes), 1 << (x.shape[0] - 1).bit_length())
+        block_rows = min(
+            _block_rows_for(y.shape[0], dt.itemsize, tile_bytes), 1 << (x.shape[0] - 1).bit_length()
+        )
     return KernelOperator(x=x, y=y, kernel=kernel, block_rows=int(block_rows))
 
 
@@ -611,9 +635,9 @@ def _is_pytree_callable(f: Any) -> bool:
     return not (len(leaves) == 1 and leaves[0] is f)
 
 
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # Algebra
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 @_pytree
 class TransposedOperator(LinearOperator):
     """The lazy transpose of another operator."""
@@ -731,15 +755,19 @@ class LowRankOperator(LinearOperator):
         return _result_dtype(self.left.dtype, self.right.dtype)
 
     def _matmat(self, x: Array) -> Array:
-        return jnp.matmul(self.left, jnp.matmul(self.right.T, x, precision=HIGHEST), precision=HIGHEST)
+        return jnp.matmul(
+            self.left, jnp.matmul(self.right.T, x, precision=HIGHEST), precision=HIGHEST
+        )
 
     def _rmatmat(self, y: Array) -> Array:
-        return jnp.matmul(self.right, jnp.matmul(self.left.T, y, precision=HIGHEST), precision=HIGHEST)
+        return jnp.matmul(
+            self.right, jnp.matmul(self.left.T, y, precision=HIGHEST), precision=HIGHEST
+        )
 
 
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # Constructors
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 def as_operator(obj: Any, *, dtype: Any = None) -> LinearOperator:
     """Return ``obj`` as a :class:`LinearOperator`.
 
@@ -839,7 +867,9 @@ def low_rank(left: Any, right: Any) -> LowRankOperator:
     V.check_ndim(left, "left", 2)
     V.check_ndim(right, "right", 2)
     if left.shape[1] != right.shape[1]:
-        raise ValueError(f"left and right need the same rank, got {left.shape[1]} and {right.shape[1]}")
+        raise ValueError(
+            f"left and right need the same rank, got {left.shape[1]} and {right.shape[1]}"
+        )
     V.check_finite(left, "left")
     V.check_finite(right, "right")
     return LowRankOperator(left=left, right=right)

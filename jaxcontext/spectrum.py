@@ -126,9 +126,9 @@ def contexture(
     return Contexture(s=s, mu=mu, nu=nu, spectrum=spec, context=context)
 
 
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # Metrics
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 def _singular_values(s: Any, name: str = "s") -> np.ndarray:
     a = np.asarray(s, np.float64).ravel()
     V.check_nonempty(a, name)
@@ -166,7 +166,9 @@ def tau(s: Any, *, d0: int = 512, beta: float = 1.0) -> TauResult:
     a = _singular_values(s)
     d0 = V.check_positive_int(d0, "d0")
     if a.size < d0 + 1:
-        raise ValueError(f"s: tau with d0={d0} needs s_1..s_{d0 + 1} ({d0 + 1} values), got {a.size}")
+        raise ValueError(
+            f"s: tau with d0={d0} needs s_1..s_{d0 + 1} ({d0 + 1} values), got {a.size}"
+        )
     s2 = a**2
     total = s2[:d0].sum()
     if total <= 0:
@@ -208,7 +210,9 @@ def _centred(values: Any, w: jax.Array, name: str) -> jax.Array:
     if f.ndim == 1:
         f = f[:, None]
     if f.ndim != 2 or f.shape[0] != w.shape[0]:
-        raise ValueError(f"{name}: expected shape ({w.shape[0]},) or ({w.shape[0]}, k), got {tuple(f.shape)}")
+        raise ValueError(
+            f"{name}: expected shape ({w.shape[0]},) or ({w.shape[0]}, k), got {tuple(f.shape)}"
+        )
     V.check_finite(f, name)
     f = f.astype(jnp.result_type(f.dtype, jnp.float32))
     return f - jnp.sum(w[:, None] * f, axis=0, keepdims=True)

@@ -1,0 +1,180 @@
+"""Helpers shared by the solvers: keys, tolerances, sign convention, certification."""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._spectrum import (
+    NotConvergedError,
+    NotConvergedWarning,
+    SolverInfo,
+    Spectrum,
+    _relative,
+    residual_parts,
+)
+
+HIGHEST = jax.lax.Precision.HIGHEST
+ON_FAIL = ("warn", "raise", "ignore")
+
+
+def mm(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``a @ b`` with ``Precision.HIGHEST`` (Gram, projection and Rayleigh-Ritz products)."""
+    return jnp.matmul(a, b, precision=HIGHEST)
+
+
+def as_key(key: Any) -> jax.Array:
+    """Accept ``None`` (key 0), an int seed, a typed key or a raw ``uint32[2]`` PRNGKey."""
+    if key is None:
+        return jax.random.key(0)
+    if isinstance(key, (bool, np.bool_)):
+        raise TypeError(f"key: expected a PRNG key or an int seed, got {key!r}")
+    if isinstance(key, (int, np.integer)):
+        return jax.random.key(int(key))
+    arr = key if isinstance(key, jax.Array) else None
+    if arr is None:
+        try:
+            arr = jnp.asarray(key)
+        except TypeError:
+            raise TypeError(
+                f"key: expected jax.random.key(...), jax.random.PRNGKey(...) or an int seed, "
+                f"got {type(key).__name__}"
+            ) from None
+    if jnp.issubdtype(arr.dtype, jax.dtypes.prng_key):
+        if arr.shape != ():
+            raise ValueError(f"key: expected a single key, got a key array of shape {arr.shape}")
+        return arr
+    if arr.dtype == jnp.uint32 and arr.shape == (2,):
+        return jax.random.wrap_key_data(arr)
+    raise TypeError(
+        "key: expected jax.random.key(...), jax.random.PRNGKey(...) (uint32[2]) or an int seed, "
+        f"got an array of dtype {arr.dtype} and shape {tuple(arr.shape)}"
+    )
+
+
+def default_tol(dtype: Any) -> float:
+    """``sqrt(eps)`` of the dtype: 3.4e-4 for float32, 1.5e-8 for float64."""
+    return float(np.sqrt(np.finfo(np.dtype(dtype)).eps))
+
+
+def fix_signs(U: jax.Array, V: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Flip column pairs so that the largest-magnitude entry of each ``U`` column is positive."""
+    idx = jnp.argmax(jnp.abs(U), axis=0)
+    piv = jnp.take_along_axis(U, idx[None, :], axis=0)[0]
+    sgn = jnp.where(piv < 0, -1.0, 1.0).astype(U.dtype)
+    return U * sgn[None, :], V * sgn[None, :]
+
+
+@functools.partial(jax.jit, static_argnames=("hermitian",))
+def _certify(A, s, U, V, lam_sign, *, hermitian: bool):
+    U, V = fix_signs(U, V)
+    if hermitian:
+        # A^T u = A (sign * v) for symmetric A: one block product gives both residuals.
+        av = A.matmat(V)
+        r1 = av - U * s[None, :]
+        r2 = av * lam_sign[None, :] - V * s[None, :]
+        n1 = jnp.sqrt(jnp.sum(r1 * r1, axis=0))
+        n2 = jnp.sqrt(jnp.sum(r2 * r2, axis=0))
+    else:
+        n1, n2 = residual_parts(A, s, U, V)
+    return U, V, _relative(n1, n2, s)
+
+
+def finish(
+    A: Any,
+    s: jax.Array,
+    U: jax.Array,
+    V: jax.Array,
+    *,
+    lam_sign: jax.Array | None,
+    tol: float,
+    on_fail: str,
+    method: str,
+    reason: str,
+    iterations: int,
+    matvecs: int,
+    restarts: int,
+    block_size: int,
+    basis_size: int,
+    hermitian: bool,
+) -> Spectrum:
+    """Fix signs, certify with fresh products, check finiteness and convergence, build the result."""
+    d = int(s.shape[0])
+    sign = jnp.ones((d,), s.dtype) if lam_sign is None else lam_sign
+    U, V, res = _certify(A, s, U, V, sign, hermitian=hermitian)
+    matvecs = int(matvecs) + (d if hermitian else 2 * d)
+    res_np = np.asarray(res)
+    if not (np.all(np.isfinite(res_np)) and bool(jnp.all(jnp.isfinite(s)))):
+        raise ValueError(
+            f"svds ({method}): the result contains NaN or Inf; the operator produced non-finite "
+            "values in its products (check its entries, kernel parameters and scaling)"
+        )
+    converged = res_np <= tol
+    info = SolverInfo(
+        method=method,
+        reason=reason,
+        iterations=int(iterations),
+        matvecs=matvecs,
+        restarts=int(restarts),
+        converged=converged,
+        tol=float(tol),
+        block_size=int(block_size),
+        basis_size=int(basis_size),
+        hermitian=bool(hermitian),
+    )
+    if not converged.all() and on_fail != "ignore":
+        missed = int(d - converged.sum())
+        msg = (
+            f"svds ({method}): {missed} of {d} triplets missed tol={tol:.3g} after "
+            f"{int(iterations)} iterations ({matvecs} matvecs); worst residual "
+            f"{float(res_np.max()):.3g} (relative to s_1). Raise maxiter, or use method='lanczos'."
+        )
+        if on_fail == "raise":
+            raise NotConvergedError(msg)
+        warnings.warn(msg, NotConvergedWarning, stacklevel=3)
+    return Spectrum(s=s, U=U, V=V, residuals=res, info=info)
+
+
+def sort_desc(vals: jax.Array, valid: jax.Array | None = None) -> jax.Array:
+    """Indices sorting ``vals`` descending, invalid entries last."""
+    keyv = -vals
+    if valid is not None:
+        keyv = jnp.where(valid, keyv, jnp.inf)
+    return jnp.argsort(keyv, stable=True)
+
+
+def _mix32(x: jax.Array) -> jax.Array:
+    """A 32-bit integer finaliser (xor-shift-multiply): consecutive inputs give unrelated outputs."""
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = x * jnp.uint32(0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def gaussian(key: jax.Array, shape: tuple[int, int], dtype: Any) -> jax.Array:
+    """Standard normal block from a counter-based hash seeded by ``key`` (Box-Muller).
+
+    Used for start blocks and replacement directions: a few elementwise integer ops, so it compiles
+    in milliseconds (``jax.random.normal`` costs seconds of XLA compile time on CPU) and stays
+    partitionable. Deterministic for a key; not ``jax.random``'s stream.
+    """
+    data = jax.random.key_data(key).reshape(-1).astype(jnp.uint32)
+    s0 = _mix32(data[0] ^ jnp.uint32(0x9E3779B9))
+    s1 = _mix32(data[-1] + s0)
+    rows, cols = shape
+    i = jax.lax.broadcasted_iota(jnp.uint32, (rows, cols), 0)
+    j = jax.lax.broadcasted_iota(jnp.uint32, (rows, cols), 1)
+    ctr = i * jnp.uint32(2 * cols) + 2 * j
+    a = _mix32(_mix32(ctr ^ s0) + s1)
+    b = _mix32(_mix32((ctr + 1) ^ s0) + s1)
+    # 24-bit uniforms in (0, 1]
+    u1 = ((a >> 8).astype(jnp.float32) + 1.0) * (1.0 / 16777216.0)
+    u2 = (b >> 8).astype(jnp.float32) * (1.0 / 16777216.0)
+    z = jnp.sqrt(-2.0 * jnp.log(u1)) * jnp.cos(2.0 * jnp.pi * u2)
+    return z.astype(dtype)

@@ -1,0 +1,40 @@
+"""The dense reference: materialise the operator and call a full SVD / eigendecomposition."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+@functools.partial(jax.jit, static_argnames=("d", "hermitian"))
+def _dense_device(M, *, d: int, hermitian: bool):
+    if hermitian:
+        lam, W = jnp.linalg.eigh(0.5 * (M + M.T))
+        order = jnp.argsort(-jnp.abs(lam), stable=True)[:d]
+        lam, W = lam[order], W[:, order]
+        sign = jnp.where(lam < 0, -1.0, 1.0).astype(M.dtype)
+        return jnp.abs(lam), W * sign[None, :], W, sign
+    U, s, Vt = jnp.linalg.svd(M, full_matrices=False)
+    return s[:d], U[:, :d], Vt[:d].T, jnp.ones((d,), M.dtype)
+
+
+def dense_solve(A, d: int, *, hermitian: bool, float64: bool, max_entries: int):
+    """Top-d triplets from ``A.to_dense()``; ``float64`` runs numpy's LAPACK in float64 on the host."""
+    M = A.to_dense(max_entries=max_entries)
+    if not float64:
+        return _dense_device(M, d=d, hermitian=hermitian)
+    Mh = np.asarray(M, dtype=np.float64)
+    dt = A.dtype
+    if hermitian:
+        lam, W = np.linalg.eigh(0.5 * (Mh + Mh.T))
+        order = np.argsort(-np.abs(lam), kind="stable")[:d]
+        lam, W = lam[order], W[:, order]
+        sign = np.where(lam < 0, -1.0, 1.0)
+        out = (np.abs(lam), W * sign[None, :], W, sign)
+    else:
+        U, s, Vt = np.linalg.svd(Mh, full_matrices=False)
+        out = (s[:d], U[:, :d], Vt[:d].T, np.ones(d))
+    return tuple(jnp.asarray(x, dt) for x in out)

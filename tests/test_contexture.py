@@ -1,0 +1,110 @@
+"""The contexture of a context: trivial pair removed, known spectra, norms, out-of-sample, metrics."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from jaxcontext import contexts as C
+from jaxcontext import datasets, spectrum
+
+
+def _np_Z(ctx):
+    return np.asarray(ctx.operator().to_dense(), np.float64)
+
+
+def _check_functions(ctx, ct, atol=2e-4):
+    w = np.asarray(ctx.weights, np.float64)
+    mu = np.asarray(ct.mu, np.float64)
+    np.testing.assert_allclose(w @ mu, 0.0, atol=atol)  # mean zero: the constant is removed
+    np.testing.assert_allclose(mu.T @ (w[:, None] * mu), np.eye(mu.shape[1]), atol=atol)
+
+
+def test_cycle_graph_spectrum_without_the_trivial_pair():
+    n, d = 40, 9
+    prob = datasets.cycle(n)
+    ct = spectrum.contexture(prob.context, d, method="dense")
+    exact = np.sort(np.abs(np.cos(2 * np.pi * np.arange(n) / n)))[::-1]
+    # exact[0] = 1 is the constant; for even n, cos(pi) = -1 gives a second s = 1 that must stay
+    np.testing.assert_allclose(np.asarray(ct.s), exact[1 : d + 1], atol=1e-5)
+    assert float(ct.s[0]) == pytest.approx(1.0, abs=1e-5)
+    _check_functions(prob.context, ct)
+
+
+@pytest.mark.parametrize("method", ["dense", "lanczos"])
+def test_balanced_labels_keep_the_degenerate_ones(method, rng):
+    y = np.repeat(np.arange(5), 40)
+    ctx = C.labels(y)
+    ct = spectrum.contexture(ctx, 4, method=method, key=0)
+    np.testing.assert_allclose(np.asarray(ct.s), 1.0, atol=1e-5)  # s_1..s_4 = 1 next to s_0 = 1
+    _check_functions(ctx, ct)
+    # the span is the centred class indicators
+    ind = (y[:, None] == np.arange(5)[None, :]).astype(float)
+    ind -= ind.mean(0)
+    q = np.linalg.qr(ind)[0][:, :4]
+    mu = np.linalg.qr(np.asarray(ct.mu, np.float64))[0]
+    np.testing.assert_allclose(np.linalg.svd(q.T @ mu, compute_uv=False), 1.0, atol=1e-5)
+
+
+def test_hypercube_contexture_matches_analytic():
+    prob = datasets.hypercube(6, 0.2)
+    ct = spectrum.contexture(prob.context, 10, method="dense")
+    np.testing.assert_allclose(np.asarray(ct.s), prob.singular_values[1:11], rtol=1e-5)
+
+
+@pytest.mark.parametrize("builder", ["knn", "rbf"])
+def test_matches_float64_svd_and_extends_out_of_sample(builder, rng):
+    x = rng.standard_normal((120, 3)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", C.ZeroMarginalWarning)
+        ctx = C.knn(x, 8) if builder == "knn" else C.rbf(x, 0.5)
+    d = 6
+    ct = spectrum.contexture(ctx, d, method="lanczos", key=1, tol=1e-5)
+    s_ref = np.linalg.svd(_np_Z(ctx), compute_uv=False)
+    np.testing.assert_allclose(np.asarray(ct.s), s_ref[1 : d + 1], rtol=1e-4)
+    _check_functions(ctx, ct)
+    # mu_i(x) = (T nu_i)(x) / s_i reproduces the values at the samples
+    np.testing.assert_allclose(np.asarray(ct.evaluate(x)), np.asarray(ct.mu), atol=2e-3)
+
+
+def test_metrics_on_the_contexture(rng):
+    x = rng.standard_normal((150, 2)).astype(np.float32)
+    ctx = C.rbf(x, 1.0)
+    d = 5
+    ct = spectrum.contexture(ctx, d, method="dense")
+    s = np.asarray(ct.s, np.float64)
+    # compatibility of a singular function is its singular value
+    rho = np.asarray(spectrum.compatibility(ctx, ct.mu))
+    np.testing.assert_allclose(rho, s, rtol=1e-4)
+    # ratio trace: equality for the contexture, strict inequality for a random encoder
+    rt = float(spectrum.ratio_trace(ctx, ct.mu))
+    assert rt == pytest.approx(float(np.sum(s**2)), rel=1e-4)
+    rand = float(spectrum.ratio_trace(ctx, rng.standard_normal((150, d))))
+    assert rand < rt
+    # the ratio trace is invariant to invertible linear maps of the encoder
+    M = rng.standard_normal((d, d)) + 3 * np.eye(d)
+    rt2 = float(spectrum.ratio_trace(ctx, np.asarray(ct.mu) @ M))
+    assert rt2 == pytest.approx(rt, rel=1e-3)
+
+
+def test_compatibility_of_a_constant_target_is_an_error(rng):
+    ctx = C.labels(np.repeat(np.arange(3), 4))
+    with pytest.raises(ValueError, match="constant"):
+        spectrum.compatibility(ctx, np.ones(12))
+    with pytest.raises(ValueError, match="shape"):
+        spectrum.compatibility(ctx, np.ones(11))
+
+
+def test_d_too_large_is_rejected():
+    ctx = C.labels(np.repeat(np.arange(3), 4))
+    with pytest.raises(ValueError, match="at most"):
+        spectrum.contexture(ctx, 3)
+
+
+def test_gaussian_noise_quadrature_contexture():
+    prob = datasets.gaussian_noise(400, 2, 0.6, sampling="quadrature")
+    ct = spectrum.contexture(prob.context, 5, method="dense")
+    # degree 1 (x2) and degree 2 (x3): s = rho, rho^2
+    np.testing.assert_allclose(
+        np.asarray(ct.s) ** 2, [0.36, 0.36, 0.1296, 0.1296, 0.1296], rtol=0.05
+    )

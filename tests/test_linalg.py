@@ -1,0 +1,381 @@
+"""Tests for jaxcontext.linalg: svds (every method), orthonormalize, residual certificates.
+
+References are float64 numpy; JAX runs in float32 (x64 stays off). Shapes are shared between tests so
+that each jitted solver compiles once per method (compilation dominates the runtime here).
+"""
+
+import warnings
+from math import comb
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.sparse as sps
+
+from jaxcontext import kernels
+from jaxcontext import operators as ops
+from jaxcontext import linalg
+from jaxcontext.linalg import (
+    NotConvergedError,
+    NotConvergedWarning,
+    SolverInfo,
+    Spectrum,
+    orthonormalize,
+    residuals,
+    svds,
+)
+from jaxcontext.linalg._krylov import krylov_core
+from jaxcontext.linalg._lanczos import lanczos_core
+from jaxcontext.linalg._randomized import randomized_core
+
+M, N, D = 160, 120, 6  # general problems
+NS = 150  # symmetric problems
+EPS32 = float(np.finfo(np.float32).eps)
+ITERATIVE = ("randomized", "krylov", "lanczos")
+
+
+# --------------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------------
+def with_spectrum(rng, m, n, s):
+    """U diag(s) V^T in float64 with random orthonormal U (m x r) and V (n x r)."""
+    r = len(s)
+    U = np.linalg.qr(rng.standard_normal((m, r)))[0]
+    V = np.linalg.qr(rng.standard_normal((n, r)))[0]
+    return (U * s) @ V.T
+
+
+def symmetric_with_eigs(rng, n, lam):
+    Q = np.linalg.qr(rng.standard_normal((n, len(lam))))[0]
+    return (Q * lam) @ Q.T
+
+
+SPECTRA = {
+    "geometric": lambda r: 0.8 ** np.arange(r),
+    "polynomial": lambda r: 1.0 / (1.0 + np.arange(r)) ** 2,
+    "clustered": lambda r: np.r_[1.0, 0.9 + 1e-3 * np.arange(6)[::-1], 0.5 * 0.7 ** np.arange(r - 7)],
+    "plateau_gap": lambda r: np.r_[np.full(D, 1.0), 0.3 * 0.9 ** np.arange(r - D)],
+}
+
+
+def check_orthonormal(X, atol=2e-5):
+    X = np.asarray(X, np.float64)
+    np.testing.assert_allclose(X.T @ X, np.eye(X.shape[1]), atol=atol)
+
+
+def check_spectrum(sp, ref_s, *, d, tol_s, A64=None):
+    s = np.asarray(sp.s, np.float64)
+    assert s.shape == (d,)
+    assert np.all(np.diff(s) <= 1e-6 * s[0]), "singular values must be descending"
+    np.testing.assert_allclose(s, ref_s[:d], rtol=0, atol=tol_s * ref_s[0])
+    check_orthonormal(sp.U)
+    check_orthonormal(sp.V)
+    if A64 is not None:  # certificate: reported residuals equal recomputed float64 ones
+        U = np.asarray(sp.U, np.float64)
+        V = np.asarray(sp.V, np.float64)
+        r1 = np.linalg.norm(A64 @ V - U * s, axis=0)
+        r2 = np.linalg.norm(A64.T @ U - V * s, axis=0)
+        r = np.maximum(r1, r2) / s[0]
+        np.testing.assert_allclose(np.asarray(sp.residuals), r, rtol=0.05, atol=20 * EPS32)
+
+
+# --------------------------------------------------------------------------------------------------
+# public surface
+# --------------------------------------------------------------------------------------------------
+def test_public_names():
+    for name in linalg.__all__:
+        assert hasattr(linalg, name), name
+    assert issubclass(NotConvergedWarning, UserWarning)
+    assert Spectrum._fields == ("s", "U", "V", "residuals", "info")
+    assert "converged" in SolverInfo._fields and "matvecs" in SolverInfo._fields
+
+
+# --------------------------------------------------------------------------------------------------
+# orthonormalize
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("cond", [1.0, 1e3, 1e6])
+def test_orthonormalize_against_basis(rng, cond):
+    n, k, p = 500, 12, 20
+    X = with_spectrum(rng, n, k, np.logspace(0, -np.log10(cond), k))
+    B = np.linalg.qr(rng.standard_normal((n, p)))[0]
+    X = X + B @ rng.standard_normal((p, k))
+    Q, R, C, deficient = orthonormalize(jnp.asarray(X, jnp.float32), jnp.asarray(B, jnp.float32))
+    Q = np.asarray(Q, np.float64)
+    check_orthonormal(Q, atol=5e-6)
+    assert np.abs(B.T @ Q).max() < 5e-6
+    recon = B @ np.asarray(C, np.float64) + Q @ np.asarray(R, np.float64)
+    assert np.abs(recon - X).max() < 1e-5 * np.abs(X).max()
+    assert not bool(deficient[0])
+
+
+def test_orthonormalize_rank_deficient_fills_with_key():
+    n = 64
+    X = np.zeros((n, 4), np.float32)
+    X[:, 0] = 1.0
+    X[:, 1] = 1.0  # duplicate column
+    X[:, 2] = np.arange(n)  # independent
+    # column 3 is zero
+    o = orthonormalize(X, key=jax.random.key(3))
+    assert np.asarray(o.deficient).tolist() == [False, True, False, True]
+    check_orthonormal(o.Q, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(o.Q @ o.R), X, atol=1e-4 * n)
+    o2 = orthonormalize(X)  # no key: flagged, not replaced
+    assert np.asarray(o2.deficient).tolist() == [False, True, False, True]
+    assert float(jnp.linalg.norm(o2.Q[:, 3])) == 0.0
+
+
+def test_orthonormalize_bad_input():
+    with pytest.raises(ValueError, match="2-D"):
+        orthonormalize(jnp.ones(5))
+    with pytest.raises(ValueError, match="basis"):
+        orthonormalize(jnp.ones((5, 2)), jnp.ones((4, 2)))
+    with pytest.raises(ValueError, match="exceed"):
+        orthonormalize(jnp.ones((5, 3)), jnp.eye(5)[:, :3])
+    with pytest.raises(ValueError, match="reorth"):
+        orthonormalize(jnp.ones((5, 2)), jnp.eye(5)[:, :1], reorth=2.0)
+
+
+# --------------------------------------------------------------------------------------------------
+# every method on prescribed spectra (general operators)
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("spectrum", sorted(SPECTRA))
+@pytest.mark.parametrize("method", ["dense", *ITERATIVE])
+def test_methods_on_prescribed_spectra(rng, method, spectrum):
+    s_ref = SPECTRA[spectrum](N)
+    A64 = with_spectrum(rng, M, N, s_ref)
+    kw = {"tol": 1e-5} if method != "dense" else {}
+    if method == "krylov":
+        kw["maxiter"] = 6
+    if method == "randomized":
+        kw["maxiter"] = 30
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotConvergedWarning)
+        sp = svds(jnp.asarray(A64, jnp.float32), D, method=method, **kw)
+    assert sp.info.method == method
+    conv = np.asarray(sp.info.converged)
+    if method in ("dense", "lanczos", "krylov"):
+        assert conv.all(), (method, spectrum, np.asarray(sp.residuals))
+    # values within 1e-5 relative (plus float32 rounding) where the method met tol
+    err = np.abs(np.asarray(sp.s, np.float64) - s_ref[:D]) / s_ref[0]
+    assert np.all(err[conv] <= 1e-5 + 20 * EPS32), err
+    check_orthonormal(sp.U)
+    check_orthonormal(sp.V)
+    check_spectrum(sp, s_ref, d=D, tol_s=1.0, A64=A64)  # certificate == recomputed
+    # sign convention: the largest-magnitude entry of every column of U is positive
+    U = np.asarray(sp.U)
+    assert np.all(U[np.abs(U).argmax(0), np.arange(D)] > 0)
+
+
+def test_residuals_function_matches_certificate(rng):
+    A64 = with_spectrum(rng, M, N, SPECTRA["geometric"](N))
+    A = jnp.asarray(A64, jnp.float32)
+    sp = svds(A, D, method="lanczos")
+    np.testing.assert_allclose(residuals(A, sp.s, sp.U, sp.V), sp.residuals, rtol=1e-3, atol=1e-7)
+    # a perturbed triplet has a larger residual
+    r = residuals(A, sp.s * 1.01, sp.U, sp.V)
+    expected = 0.01 * np.asarray(sp.s) / float(sp.s[0])  # |A v - 1.01 s u| = 0.01 s
+    np.testing.assert_allclose(np.asarray(r), expected, rtol=1e-2)
+    with pytest.raises(ValueError, match="residuals"):
+        residuals(A, sp.s, sp.U[:, :2], sp.V)
+
+
+def test_dense_float64_option(rng):
+    A64 = with_spectrum(rng, M, N, SPECTRA["polynomial"](N))
+    sp = svds(A64.astype(np.float32), D, method="dense", dense_float64=True)
+    np.testing.assert_allclose(np.asarray(sp.s), np.linalg.svd(A64.astype(np.float32), compute_uv=False)[:D],
+                               rtol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------------
+# symmetric path
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["dense", *ITERATIVE])
+def test_hermitian_negative_eigenvalues(rng, method):
+    # |lambda| sorted: 1, -0.9, 0.8, -0.7, ... ; singular values are |lambda|
+    lam = np.array([1.0, -0.95, 0.9, -0.85, 0.8, -0.75, 0.5, -0.45, 0.3, 0.1])
+    A64 = symmetric_with_eigs(rng, NS, lam)
+    kw = {"tol": 1e-5}
+    if method == "randomized":
+        kw["maxiter"] = 60
+    sp = svds(jnp.asarray(A64, jnp.float32), D, method=method, hermitian=True, **kw)
+    assert sp.info.hermitian
+    assert sp.info.converged.all()
+    check_spectrum(sp, np.abs(lam), d=D, tol_s=1e-5 + 20 * EPS32, A64=A64)
+    # U = V sign(lambda)
+    signs = np.sign(lam[:D])
+    np.testing.assert_allclose(np.asarray(sp.U), np.asarray(sp.V) * signs, atol=1e-6)
+
+
+def test_hermitian_needs_square():
+    with pytest.raises(ValueError, match="square"):
+        svds(jnp.ones((5, 4)), 1, hermitian=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# known spectra
+# --------------------------------------------------------------------------------------------------
+def cycle_operator(n):
+    i = np.arange(n)
+    W = sps.coo_matrix((np.ones(2 * n), (np.r_[i, i], np.r_[(i + 1) % n, (i - 1) % n])), shape=(n, n))
+    deg = np.asarray(W.sum(1)).ravel()
+    dis = 1.0 / np.sqrt(deg)
+    return ops.sparse_from_scipy(W).scale(left=dis, right=dis)
+
+
+@pytest.mark.parametrize("hermitian", [True, False])
+def test_cycle_graph(hermitian):
+    # |cos(2 pi k / n)|: 1 twice, then four-fold clusters with gaps ~1e-3 (restarts needed)
+    n, d = NS, 7
+    Z = cycle_operator(n)
+    sp = svds(Z, d, method="lanczos", hermitian=hermitian, tol=1e-5)
+    assert sp.info.converged.all() and sp.info.restarts > 0
+    ref = np.sort(np.abs(np.cos(2 * np.pi * np.arange(n) / n)))[::-1]
+    np.testing.assert_allclose(np.asarray(sp.s), ref[:d], atol=2e-5)
+    check_orthonormal(sp.U)
+    check_orthonormal(sp.V)
+
+
+def test_balanced_labels():
+    # label context Z = P diag(p)^-1/2 / sqrt(m): C classes give C singular values 1 (the constant
+    # pair included), the rest 0
+    m, C = 120, 5
+    y = np.arange(m) % C
+    P = np.eye(C)[y]
+    p = P.mean(0)
+    Z = P / np.sqrt(p) / np.sqrt(m)
+    for method in ("dense", "randomized"):
+        sp = svds(Z.astype(np.float32), C, method=method, tol=1e-5)
+        np.testing.assert_allclose(np.asarray(sp.s), np.ones(C), atol=1e-5)
+        assert sp.info.converged.all()
+    # the m x m dual kernel Z Z^T (rank C, multiplicity C): Krylov bases must refill
+    K = ops.dense((Z @ Z.T).astype(np.float32))
+    sp = svds(K, C, method="lanczos", hermitian=True, tol=1e-5)
+    np.testing.assert_allclose(np.asarray(sp.s), np.ones(C), atol=1e-5)
+    check_orthonormal(sp.V)
+
+
+def test_hypercube_bit_flips():
+    Dim, p = 7, 0.1
+    x = np.arange(2**Dim)
+    ham = np.array([[bin(a ^ b).count("1") for b in x] for a in x])
+    P = p**ham * (1 - p) ** (Dim - ham)  # symmetric, doubly stochastic: Z = P
+    ref = np.sort(np.concatenate([np.full(comb(Dim, k), (1 - 2 * p) ** k) for k in range(Dim + 1)]))[::-1]
+    d = 1 + Dim + 3  # 1, (1-2p) x Dim, (1-2p)^2 x 3: multiplicities inside the block
+    for method in ("dense", "lanczos"):
+        sp = svds(P.astype(np.float32), d, method=method, hermitian=True, tol=1e-5)
+        np.testing.assert_allclose(np.asarray(sp.s), ref[:d], atol=2e-5)
+        check_orthonormal(sp.V)
+
+
+def test_kernel_operator_matches_dense(rng):
+    X = rng.standard_normal((NS, 3)).astype(np.float32)
+    Kop = ops.kernel_operator(X, kernel=kernels.RBF(gamma=0.5), block_rows=64)
+    Kd = np.asarray(Kop.to_dense(), np.float64)
+    ref = np.sort(np.abs(np.linalg.eigvalsh(Kd)))[::-1]
+    sp = svds(Kop, D, method="lanczos", hermitian=True, tol=1e-5)
+    np.testing.assert_allclose(np.asarray(sp.s), ref[:D], rtol=0, atol=1e-5 * ref[0] + 1e-5)
+    assert sp.info.converged.all()
+    check_spectrum(sp, ref, d=D, tol_s=1e-4, A64=Kd)
+
+
+# --------------------------------------------------------------------------------------------------
+# convergence reporting, determinism, auto, compilation
+# --------------------------------------------------------------------------------------------------
+def test_unmet_tolerance_is_reported(rng):
+    A = jnp.asarray(with_spectrum(rng, M, N, SPECTRA["polynomial"](N)), jnp.float32)
+    with pytest.warns(NotConvergedWarning, match=r"of 6 triplets missed tol"):
+        sp = svds(A, D, method="randomized", maxiter=1, tol=1e-6)
+    assert not sp.info.converged.all()
+    assert sp.info.iterations == 1
+    with pytest.raises(NotConvergedError, match="worst residual"):
+        svds(A, D, method="randomized", maxiter=1, tol=1e-6, on_fail="raise")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sp = svds(A, D, method="randomized", maxiter=1, tol=1e-6, on_fail="ignore")
+    assert not sp.info.converged.all()
+    with pytest.warns(NotConvergedWarning):
+        svds(A, D, method="lanczos", maxiter=1, basis_size=24, block_size=6, tol=1e-7)
+
+
+def test_deterministic_for_a_key(rng):
+    A = jnp.asarray(with_spectrum(rng, M, N, SPECTRA["geometric"](N)), jnp.float32)
+    a = svds(A, D, method="lanczos", key=7)
+    b = svds(A, D, method="lanczos", key=jax.random.key(7))
+    c = svds(A, D, method="lanczos", key=jax.random.PRNGKey(7))
+    for x in (b, c):
+        np.testing.assert_array_equal(np.asarray(a.U), np.asarray(x.U))
+        np.testing.assert_array_equal(np.asarray(a.s), np.asarray(x.s))
+    d0 = svds(A, D, method="randomized")
+    d1 = svds(A, D, method="randomized", key=0)
+    np.testing.assert_array_equal(np.asarray(d0.V), np.asarray(d1.V))
+
+
+def test_auto_choice_is_recorded():
+    small = svds(np.diag(np.arange(1.0, 11.0)), 2)
+    assert small.info.method == "dense" and "auto" in small.info.reason
+    n = 2100  # min(m, n) > 2000: Krylov-type
+    vals = np.r_[[5.0, -4.0, 3.0], np.linspace(0.0, 1.0, n - 3)]
+    sp = svds(sps.diags(vals).tocsr(), 3, hermitian=True)
+    assert sp.info.method == "lanczos"
+    assert "auto" in sp.info.reason and "2100" in sp.info.reason
+    np.testing.assert_allclose(np.asarray(sp.s), [5.0, 4.0, 3.0], rtol=1e-5)
+
+
+def test_no_recompilation_for_same_shapes(rng):
+    A1 = jnp.asarray(with_spectrum(rng, M, N, SPECTRA["geometric"](N)), jnp.float32)
+    A2 = jnp.asarray(with_spectrum(rng, M, N, SPECTRA["clustered"](N)), jnp.float32)
+    cores = (lanczos_core, randomized_core, krylov_core)
+    for method in ITERATIVE:
+        svds(A1, D, method=method, on_fail="ignore")
+    before = [f._cache_size() for f in cores]
+    for method in ITERATIVE:
+        svds(A2, D, method=method, on_fail="ignore", key=3, tol=1e-3)  # new values, key and tol
+    assert [f._cache_size() for f in cores] == before
+
+
+# --------------------------------------------------------------------------------------------------
+# bad input
+# --------------------------------------------------------------------------------------------------
+def test_bad_input_errors():
+    A = jnp.ones((6, 5))
+    with pytest.raises(ValueError, match=r"d: must be in|d: must be >= 1"):
+        svds(A, 0)
+    with pytest.raises(ValueError, match=r"d: must be at most min\(m, n\) = 5"):
+        svds(A, 6)
+    with pytest.raises(TypeError, match="d: expected an integer"):
+        svds(A, 2.5)
+    with pytest.raises(ValueError, match="method: expected one of"):
+        svds(A, 1, method="arpack")
+    with pytest.raises(ValueError, match="tol"):
+        svds(A, 1, tol=-1.0)
+    with pytest.raises(ValueError, match="tol"):
+        svds(A, 1, tol=float("nan"))
+    with pytest.raises(ValueError, match="on_fail"):
+        svds(A, 1, on_fail="shout")
+    with pytest.raises(TypeError, match="key"):
+        svds(A, 1, key="seed")
+    with pytest.raises(TypeError, match="key"):
+        svds(A, 1, key=jnp.ones(3))
+    with pytest.raises(ValueError, match="maxiter"):
+        svds(A, 1, maxiter=0)
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        svds(np.array([[1.0, np.nan], [0.0, 1.0]]), 1)  # caught by the dense constructor
+    with pytest.raises(ValueError, match="empty"):
+        svds(np.zeros((0, 3)), 1)
+
+
+def test_non_finite_products_are_caught():
+    # an operator that only produces NaN in its products (built around validation)
+    bad = ops.DenseOperator(array=jnp.array([[1.0, 0.0], [0.0, jnp.nan]]))
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        svds(bad, 1, method="dense")
+    big = ops.DenseOperator(array=jnp.full((NS, NS), jnp.inf))
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        svds(big, 2, method="lanczos", hermitian=True, maxiter=1)
+
+
+def test_block_clamped_and_said(rng):
+    A = jnp.asarray(with_spectrum(rng, 12, 10, SPECTRA["geometric"](10)), jnp.float32)
+    sp = svds(A, 4, method="randomized")
+    assert sp.info.block_size == 10 and "clamped" in sp.info.reason

@@ -2,13 +2,15 @@
 
 Examples::
 
-    python -m jaxcontext.bench                                  # operators suite, quick sizes
+    python -m jaxcontext.bench                                  # all suites, quick sizes
+    python -m jaxcontext.bench --suite solvers --size full --only sbm/n100000
     python -m jaxcontext.bench --size full --json out.json      # acceptance sizes (heavy)
     python -m jaxcontext.bench --only sparse --repeats 3        # cases whose name contains 'sparse'
     python -m jaxcontext.bench --list --size full               # list the cases, run nothing
 
-Exit status: 0 when every entry is correct, 1 when a result was wrong or an implementation failed,
-2 for bad flags.
+Exit status: 0 when every entry is correct, 1 when a result was wrong or an implementation failed
+(a peer that gives up in a documented way, e.g. PROPACK not converging, is recorded as ``failed``
+and does not count), 2 for bad flags.
 """
 
 from __future__ import annotations
@@ -63,9 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--suite",
-        default="operators",
+        default="all",
         choices=(*SUITES, "all"),
-        help="which suite to run (default: operators)",
+        help="which suite to run (default: all, i.e. operators then solvers)",
     )
     p.add_argument(
         "--size",

@@ -61,6 +61,14 @@ class SuiteUnavailable(RuntimeError):
     """Raised by a suite's ``cases`` when the suite is not implemented yet."""
 
 
+class ImplFailed(RuntimeError):
+    """Raised by an implementation that gave up in a documented way.
+
+    E.g. a peer solver that did not converge: recorded as status ``failed`` with the message, not
+    counted as a broken run.
+    """
+
+
 class CorrectnessError(AssertionError):
     """An implementation's result differs from the float64 reference by more than the tolerance."""
 
@@ -80,6 +88,11 @@ class Impl(NamedTuple):
         probe_memory: measure this implementation's peak memory when the case asks for it.
         skip: a reason not to run it (e.g. ``"needs 40 GB"``); recorded as a skipped entry.
         note: free text carried to the JSON.
+        tol: this implementation's accepted error when it differs from the case's (e.g. an
+            approximate method whose reached accuracy is the point of the entry); None:
+            ``case.tol``.
+        details: ``details(out, data) -> dict`` of facts about the checked result recorded with
+            the entry (e.g. a solver's iterations and residual certificate); None: nothing.
     """
 
     name: str
@@ -90,6 +103,8 @@ class Impl(NamedTuple):
     probe_memory: bool = True
     skip: str | None = None
     note: str = ""
+    tol: float | None = None
+    details: Callable[[Any, Any], dict] | None = None
 
 
 def rel_error(out: Any, ref: Any, data: Any = None) -> float:
@@ -116,6 +131,8 @@ class Case(NamedTuple):
         tol: largest accepted ``compare`` value.
         compare: ``compare(out, ref, data) -> float`` (default :func:`rel_error`).
         memory: also measure peak memory of the implementations in subprocesses.
+        max_repeats: cap on the timed calls of each implementation (None: the run's ``repeats``),
+            for cases whose single call takes long.
     """
 
     suite: str
@@ -127,13 +144,15 @@ class Case(NamedTuple):
     tol: float
     compare: Callable[[Any, Any, Any], float] = rel_error
     memory: bool = False
+    max_repeats: int | None = None
 
 
 class Entry(NamedTuple):
     """One measured (case, implementation) pair.
 
-    ``status`` is ``ok``, ``wrong`` (failed the correctness check, not timed), ``skipped`` or
-    ``error`` (raised). Times are seconds; ``times_s`` holds every timed call.
+    ``status`` is ``ok``, ``wrong`` (failed the correctness check, not timed), ``skipped``,
+    ``failed`` (raised :class:`ImplFailed`: a documented give-up, e.g. no convergence) or
+    ``error`` (raised anything else). Times are seconds; ``times_s`` holds every timed call.
     """
 
     suite: str
@@ -158,6 +177,7 @@ class Entry(NamedTuple):
     dtype: str | None = None
     device: str | None = None
     message: str = ""
+    details: dict | None = None
 
 
 class Report(NamedTuple):
@@ -322,13 +342,19 @@ def compile_jax(fn: Callable, args: tuple) -> tuple[Callable, float]:
     return compiled, time.perf_counter() - t0
 
 
-def check(case: Case, impl_name: str, out: Any, ref: Any, data: Any) -> float:
-    """Return the case's error measure of ``out``; raise :class:`CorrectnessError` above ``tol``."""
+def check(
+    case: Case, impl_name: str, out: Any, ref: Any, data: Any, tol: float | None = None
+) -> float:
+    """Return the case's error measure of ``out``; raise :class:`CorrectnessError` above ``tol``.
+
+    ``tol`` defaults to ``case.tol``.
+    """
+    tol = case.tol if tol is None else tol
     err = float(case.compare(_to_host(out), ref, data))
-    if not math.isfinite(err) or err > case.tol:
+    if not math.isfinite(err) or err > tol:
         raise CorrectnessError(
             f"{case.suite}/{case.name} [{impl_name}]: error {err:.3e} exceeds the tolerance "
-            f"{case.tol:.3e} against the float64 reference; the result is wrong, not timed"
+            f"{tol:.3e} against the float64 reference; the result is wrong, not timed"
         )
     return err
 
@@ -358,7 +384,7 @@ def run_impl(
         impl=impl.name,
         params=dict(case.params),
         baseline=impl.baseline,
-        tol=case.tol,
+        tol=case.tol if impl.tol is None else impl.tol,
         dtype=dtype,
         device=device_label(),
     )
@@ -374,8 +400,11 @@ def run_impl(
     t0 = time.perf_counter()
     out = _block(fn(*args))
     first_s = time.perf_counter() - t0
+    details = _details(impl, out, data)
+    if details is not None:
+        base["details"] = details
     try:
-        err = check(case, impl.name, out, ref, data)
+        err = check(case, impl.name, out, ref, data, tol=impl.tol)
     except CorrectnessError as e:
         if strict:
             raise
@@ -393,6 +422,8 @@ def run_impl(
     if first_s < 1.0:  # one more warm-up when it is cheap (the checked call was the first)
         _block(fn(*args))
     n = _n_repeats(first_s, repeats, budget_s)
+    if case.max_repeats is not None:
+        n = max(1, min(n, case.max_repeats))
     times = []
     for _ in range(n):
         t0 = time.perf_counter()
@@ -412,6 +443,16 @@ def run_impl(
         prepare_s=prepare_s,
         **base,
     )
+
+
+def _details(impl: Impl, out: Any, data: Any) -> dict | None:
+    """``impl.details(out, data)`` on the host copy of the checked result, or an error note."""
+    if impl.details is None:
+        return None
+    try:
+        return dict(impl.details(_to_host(out), data))
+    except Exception as exc:  # details are a record, never the reason an entry fails
+        return {"details_error": f"{type(exc).__name__}: {exc}"}
 
 
 def _safe_err(case: Case, out: Any, ref: Any, data: Any) -> float | None:
@@ -483,6 +524,22 @@ def run_case(
             )
         except CorrectnessError:
             raise
+        except ImplFailed as exc:  # a documented give-up: recorded, not a broken run
+            print(
+                f"note: {case.suite}/{case.name} [{impl.name}]: {exc}", file=sys.stderr, flush=True
+            )
+            e = Entry(
+                suite=case.suite,
+                case=case.name,
+                impl=impl.name,
+                params=dict(case.params),
+                baseline=impl.baseline,
+                status="failed",
+                tol=case.tol if impl.tol is None else impl.tol,
+                dtype=dtype,
+                device=device_label(),
+                message=str(exc),
+            )
         except Exception as exc:  # a crash is an entry, not the end of the run
             if strict:
                 raise
@@ -779,6 +836,8 @@ def _status(e: Entry) -> str:
         return f"error: {e.message.split(':', 1)[0]}"
     if e.status == "wrong":
         return "WRONG: error > tol, not timed"
+    if e.status == "failed":
+        return f"failed: {e.message[:60]}"
     return e.status
 
 
@@ -851,7 +910,8 @@ def format_table(report: Report) -> str:
     out.append(_align(TABLE_COLUMNS, [_row(e) for e in report.entries]))
     out.append(
         "* baseline; speedup = baseline median / median (same case, same run); rel.err = "
-        "||out - ref||_F / ||ref||_F vs float64; compile = AOT trace+lower+compile"
+        "||out - ref||_F / ||ref||_F vs float64 (solvers: max_i |s_i - s_i^ref| / s_i^ref); "
+        "compile = AOT trace+lower+compile"
     )
     mem = _memory_rows(report.entries)
     if mem:
@@ -930,10 +990,26 @@ def format_markdown(report: Report, *, title: str | None = None, command: str | 
     lines += ["", _md_table(TABLE_COLUMNS, [_row(e) for e in report.entries]), ""]
     lines.append(
         "`*` baseline. speedup = baseline median / median within the same case and run. "
-        "rel.err = ||out - ref||_F / ||ref||_F against a float64 numpy/scipy reference "
-        "(checked before timing). compile = ahead-of-time trace + lower + compile, not "
+        "rel.err = ||out - ref||_F / ||ref||_F against a float64 numpy/scipy reference, or the "
+        "suite's own measure (solvers: max_i |s_i - s_i^ref| / s_i^ref over the top d), "
+        "checked before timing. compile = ahead-of-time trace + lower + compile, not "
         "included in the times."
     )
+    det = [e for e in report.entries if e.details]
+    if det:
+        lines += [
+            "",
+            "## Details",
+            "",
+            "What each implementation reported about its result "
+            "(solver work, residual certificate, ...).",
+            "",
+        ]
+        rows = [
+            [e.case, e.impl, "; ".join(f"{k}={_fmt_detail(v)}" for k, v in e.details.items())]
+            for e in det
+        ]
+        lines.append(_md_table(("case", "impl", "details"), rows))
     mem = _memory_rows(report.entries)
     if mem:
         lines += [
@@ -948,6 +1024,12 @@ def format_markdown(report: Report, *, title: str | None = None, command: str | 
             _md_table(MEMORY_COLUMNS, mem),
         ]
     return "\n".join(lines) + "\n"
+
+
+def _fmt_detail(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
 
 
 def write_markdown(report: Report, path: str, **kw: Any) -> None:

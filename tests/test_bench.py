@@ -128,7 +128,6 @@ def test_cli_tiny_writes_json_with_environment_and_checked_entries(tmp_path):
         (["--time-budget", "0"], "expected a positive number, got 0.0"),
         (["--dtype", "int8"], "invalid choice: 'int8'"),
         (["--only", "no-such-case"], "no case matches"),
-        (["--suite", "solvers"], "suite 'solvers' is not available yet"),
         (["--json", "/no/such/dir/out.json"], "does not exist"),
     ],
 )
@@ -259,9 +258,9 @@ def test_same_seed_same_inputs_other_seed_other_inputs():
     assert not np.array_equal(first_block(0), first_block(1))
 
 
-def test_solvers_suite_is_announced_not_available():
-    with pytest.raises(H.SuiteUnavailable, match="not available yet"):
-        H.suite_cases("solvers", "quick")
+def test_suite_lookup():
+    cases = H.suite_cases("solvers", "tiny")
+    assert cases and all(c.suite == "solvers" for c in cases)
     with pytest.raises(ValueError, match="suite must be one of"):
         H.suite_cases("nope", "quick")
     with pytest.raises(ValueError, match="size must be one of"):

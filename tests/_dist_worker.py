@@ -56,7 +56,13 @@ def main(in_path, out_prefix):
     np.savez(f"{out_prefix}.{pid}.npz", **out)
     multihost_utils.sync_global_devices("jaxcontext-dist-test-done")
     jax.distributed.shutdown()
-    print(f"process {pid} done")
+    print(f"process {pid} done", flush=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Results are written and the coordinator is shut down. Interpreter teardown of the gloo/XLA
+    # threads was seen to hang under heavy load (both processes printed "done", one never exited),
+    # so leave without it.
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,11 @@ from jax.experimental import multihost_utils  # noqa: E402
 from test_distributed import CASES  # noqa: E402
 from test_sharding import make_cases  # noqa: E402
 
+from _svds_problems import SVDS_D, SVDS_EXACT, problems  # noqa: E402
+
+from jaxcontext import operators as ops  # noqa: E402
 from jaxcontext._sharding import shard_block, shard_rows  # noqa: E402
+from jaxcontext.linalg import svds  # noqa: E402
 
 
 def gather(a):
@@ -53,6 +57,13 @@ def main(in_path, out_prefix):
         out[f"{name}/mm_eager"], out[f"{name}/rm_eager"] = gather(A.matmat(X)), gather(A.rmatmat(Y))
         out[f"{name}/mm_fully_addressable"] = np.array(mm.is_fully_addressable)
         out[f"{name}/mm_local_rows"] = np.array(sum(s.data.shape[0] for s in mm.addressable_shards))
+    # svds on operators row-sharded over both processes (host control flow runs on each process)
+    for name, (a, hermitian) in problems().items():
+        A = shard_rows(ops.sparse_from_scipy(a.astype(np.float32)))
+        for method in SVDS_EXACT:
+            sp = svds(A, SVDS_D, method=method, hermitian=hermitian, tol=1e-5, on_fail="ignore")
+            out[f"svds/{name}/{method}/s"] = np.asarray(sp.s)
+            out[f"svds/{name}/{method}/residuals"] = np.asarray(sp.residuals)
     np.savez(f"{out_prefix}.{pid}.npz", **out)
     multihost_utils.sync_global_devices("jaxcontext-dist-test-done")
     jax.distributed.shutdown()

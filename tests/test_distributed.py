@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _subproc import run_processes
+from _svds_problems import SVDS_D, SVDS_EXACT, problems, reference
 from test_sharding import K, make_cases, make_data, rel_err
 
 RTOL = 1e-5
@@ -70,3 +71,24 @@ def test_two_processes_keep_outputs_row_sharded(two_processes, name):
     for out in outs:
         assert not bool(out[f"{name}/mm_fully_addressable"])
         assert int(out[f"{name}/mm_local_rows"]) == 20
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("name", sorted(problems()))
+@pytest.mark.parametrize("method", SVDS_EXACT)
+def test_two_processes_svds_match_one_process(two_processes, name, method):
+    """svds on an operator sharded over 2 processes x 2 devices = 1 device = float64, to 1e-5."""
+    from jaxcontext import operators as ops
+    from jaxcontext.linalg import svds
+
+    a, hermitian = problems()[name]
+    one = svds(
+        ops.sparse_from_scipy(a.astype(np.float32)), SVDS_D, method=method, hermitian=hermitian,
+        tol=1e-5, on_fail="ignore",
+    )
+    ref = reference(a, SVDS_D, hermitian)
+    _, _, outs = two_processes
+    for out in outs:
+        s = out[f"svds/{name}/{method}/s"]
+        np.testing.assert_allclose(s, np.asarray(one.s), rtol=1e-5)
+        np.testing.assert_allclose(s, ref, rtol=1e-5)

@@ -376,3 +376,53 @@ def test_four_devices_two_dimensional_mesh(four_devices):
     # over "rows" alone: 2 blocks of 20 rows, each held by the 2 devices along "data"
     blocks = {(lo, hi) for lo, hi, _ in info["mesh2d-rows"]["mm"]["rows"]}
     assert blocks == {(0, 20), (20, 40)}
+
+
+# --------------------------------------------------------------------------------------------------
+# svds on 4 forced CPU devices (one subprocess)
+# --------------------------------------------------------------------------------------------------
+_SVDS_FOUR = r"""
+import json, sys
+import jax, numpy as np
+sys.path.insert(0, "tests")
+from _svds_problems import SVDS_D, SVDS_METHODS, problems
+from jaxcontext import operators as ops
+from jaxcontext._sharding import shard_rows
+from jaxcontext.linalg import svds
+assert len(jax.devices()) == 4
+out = {}
+for name, (a, hermitian) in problems().items():
+    A = shard_rows(ops.sparse_from_scipy(a.astype(np.float32)))
+    for method in SVDS_METHODS:
+        sp = svds(A, SVDS_D, method=method, hermitian=hermitian, tol=1e-5, on_fail="ignore")
+        out[f"{name}/{method}"] = {"s": np.asarray(sp.s).tolist(),
+                                   "residuals": np.asarray(sp.residuals).tolist(),
+                                   "shards": len(sp.V.sharding.device_set)}
+print("OUT" + json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def svds_four_devices():
+    return json.loads(run_python(_SVDS_FOUR, devices=4, timeout=300).split("OUT", 1)[1])
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("name", ["sbm", "knn"])
+@pytest.mark.parametrize("method", ["chebyshev", "lanczos", "krylov", "randomized"])
+def test_four_devices_svds_match_one_device(svds_four_devices, name, method):
+    """svds on a row-sharded operator over 4 devices = 1 device (1e-5) = float64 (exact methods)."""
+    from _svds_problems import SVDS_D, problems, reference
+
+    from jaxcontext.linalg import svds
+
+    a, hermitian = problems()[name]
+    one = svds(
+        ops.sparse_from_scipy(a.astype(np.float32)), SVDS_D, method=method, hermitian=hermitian,
+        tol=1e-5, on_fail="ignore",
+    )
+    got = svds_four_devices[f"{name}/{method}"]
+    np.testing.assert_allclose(got["s"], np.asarray(one.s), rtol=1e-5)
+    if method in ("chebyshev", "lanczos"):
+        np.testing.assert_allclose(got["s"], reference(a, SVDS_D, hermitian), rtol=1e-5)
+        assert max(got["residuals"]) <= 1e-5

@@ -46,6 +46,7 @@ class LanczosConfig(NamedTuple):
     first_check: int
     growth: float
     reorth: float | None
+    tol_ref_d: bool = False  # tolerance relative to the d-th Ritz value (filtered runs)
 
 
 def _buckets(cfg: LanczosConfig, lo: int = 0) -> tuple[int, ...]:
@@ -196,7 +197,8 @@ def _step(A, st: _State, G, cfg: LanczosConfig, hermitian: bool) -> _State:
     return st._replace(V=V, U=U, H=H, c=c + b, steps=st.steps + 1)
 
 
-def _restart(st: _State, cfg: LanczosConfig, hermitian: bool, tol_abs: jax.Array) -> _State:
+def _restart(st: _State, cfg: LanczosConfig, hermitian: bool, tol: jax.Array) -> _State:
+    """Thick restart: keep the top ``k`` Ritz vectors and the next block; lock converged ones."""
     b, K, k = cfg.b, cfg.K, cfg.k
     Vk = mm(st.Y[:, :k].T, st.V[:K])
     V = jnp.zeros_like(st.V).at[:k].set(Vk).at[k : k + b].set(st.V[K : K + b])
@@ -205,7 +207,7 @@ def _restart(st: _State, cfg: LanczosConfig, hermitian: bool, tol_abs: jax.Array
         Uk = mm(st.X[:, :k].T, st.U[:K])
         U = jnp.zeros_like(st.U).at[:k].set(Uk)
     H = jnp.zeros_like(st.H).at[jnp.arange(k), jnp.arange(k)].set(st.theta[:k])
-    lock = (st.est[:k] <= tol_abs) & st.valid[:k]
+    lock = (st.est[:k] <= _tol_abs(st.theta, st.valid, tol, cfg)) & st.valid[:k]
     locked = jnp.zeros((K,), bool).at[:k].set(lock)
     locked_res = jnp.zeros((K,), st.est.dtype).at[:k].set(jnp.where(lock, st.est[:k], 0.0))
     c = jnp.asarray(k, jnp.int32)
@@ -225,44 +227,55 @@ def _max_steps(cfg: LanczosConfig) -> int:
     return cfg.K // cfg.b + cfg.max_restarts * ((cfg.K - cfg.k) // cfg.b)
 
 
-def _check(st: _State, cfg: LanczosConfig, hermitian: bool, tol: jax.Array) -> _State:
-    theta, Y, X, est, valid = _rayleigh_ritz(st, cfg, hermitian)
-    d = cfg.d
+def _tol_abs(theta, valid, tol, cfg: LanczosConfig):
     s1 = jnp.max(jnp.where(valid, jnp.abs(theta), 0.0))
-    tol_abs = tol * s1
-    conv = jnp.all((est[:d] <= tol_abs) & valid[:d])
-    full = st.c >= cfg.K
-    done = conv | (full & (st.restarts >= cfg.max_restarts)) | (st.steps >= _max_steps(cfg))
-    st = st._replace(
-        theta=theta,
-        Y=Y,
-        X=X if not hermitian else st.X,
-        est=est,
-        valid=valid,
-        done=done,
-        next_check=jnp.minimum(_next_check(st.c, cfg), cfg.K),
+    return tol * (jnp.abs(theta[cfg.d - 1]) if cfg.tol_ref_d else s1)
+
+
+def _check(st: _State, cfg: LanczosConfig, hermitian: bool, tol: jax.Array) -> _State:
+    """Rayleigh-Ritz and convergence test. Only small arrays go through the ``cond`` that calls
+    this (the basis would be copied through a conditional)."""
+    d = cfg.d
+
+    def run(small):
+        H, c, steps, restarts, locked, locked_res, _, _, _, _, _ = small
+        view = st._replace(H=H, c=c, locked=locked, locked_res=locked_res)
+        theta, Y, X, est, valid = _rayleigh_ritz(view, cfg, hermitian)
+        conv = jnp.all((est[:d] <= _tol_abs(theta, valid, tol, cfg)) & valid[:d])
+        full = c >= cfg.K
+        done = conv | (full & (restarts >= cfg.max_restarts)) | (steps >= _max_steps(cfg))
+        X = X if not hermitian else small[8]
+        return theta, Y, X, est, valid, done, jnp.minimum(_next_check(c, cfg), cfg.K)
+
+    def keep(small):
+        return (*small[6:], st.done, st.next_check)
+
+    small = (
+        st.H, st.c, st.steps, st.restarts, st.locked, st.locked_res,
+        st.theta, st.Y, st.X, st.est, st.valid,
     )
-    return jax.lax.cond(
-        (~done) & full,
-        lambda s: _restart(s, cfg, hermitian, tol_abs),
-        lambda s: s,
-        st,
-    )
+    do = (st.c >= st.next_check) | (st.c >= cfg.K) | (st.steps >= _max_steps(cfg))
+    theta, Y, X, est, valid, done, nxt = jax.lax.cond(do, run, keep, small)
+    return st._replace(theta=theta, Y=Y, X=X, est=est, valid=valid, done=done, next_check=nxt)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "hermitian"))
-def lanczos_core(A, key, tol, *, cfg: LanczosConfig, hermitian: bool):
-    """Run the restarted block Lanczos / Golub-Kahan iteration; returns raw Ritz data."""
+def lanczos_core(A, key, tol, start=None, *, cfg: LanczosConfig, hermitian: bool):
+    """Run the restarted block Lanczos / Golub-Kahan iteration; returns raw Ritz data.
+
+    ``start`` is an optional ``(n, b)`` start block (default: Gaussian). Two nested loops: the inner
+    one expands the basis block by block (with checks), the outer one restarts a full basis; the
+    basis only flows through loop carries, never through a conditional (no copies).
+    """
     m, n = A.shape
     dt = A.dtype
     b, K = cfg.b, cfg.K
     # One Gaussian draw: the start block and the block that replaces dependent columns.
     R0 = gaussian(key, (max(m, n), 2 * b), dt)
     G = R0[:, b:]
-    Q0 = orthonormalize(R0[:n, :b], fill=G[:n]).Q
+    Q0 = orthonormalize(R0[:n, :b] if start is None else start.astype(dt), fill=G[:n]).Q
     V = jnp.zeros((_padded(K + b, cfg), n), dt).at[:b].set(Q0.T)
     U = jnp.zeros((_padded(K, cfg), m), dt) if not hermitian else jnp.zeros((1, 1), dt)
-    X0 = jnp.zeros((K, K), dt) if not hermitian else jnp.zeros((1, 1), dt)
     st = _State(
         V=V,
         U=U,
@@ -276,27 +289,29 @@ def lanczos_core(A, key, tol, *, cfg: LanczosConfig, hermitian: bool):
         locked_res=jnp.zeros((K,), dt),
         theta=jnp.zeros((K,), dt),
         Y=jnp.zeros((K, K), dt),
-        X=X0,
+        X=jnp.zeros((K, K), dt) if not hermitian else jnp.zeros((1, 1), dt),
         est=jnp.full((K,), jnp.inf, dt),
         valid=jnp.zeros((K,), bool),
     )
     tol = jnp.asarray(tol, dt)
     max_steps = _max_steps(cfg)
 
-    def cond(st):
-        return (~st.done) & (st.steps < max_steps)
+    def expand(st):
+        def cond(st):
+            return (~st.done) & (st.c < K) & (st.steps < max_steps)
 
-    def body(st):
-        st = _step(A, st, G, cfg, hermitian)
-        # the last step always checks, so the state holds the Ritz data of the final basis
-        return jax.lax.cond(
-            (st.c >= st.next_check) | (st.c >= K) | (st.steps >= max_steps),
-            lambda s: _check(s, cfg, hermitian, tol),
-            lambda s: s,
-            st,
-        )
+        def body(st):
+            return _check(_step(A, st, G, cfg, hermitian), cfg, hermitian, tol)
 
-    st = jax.lax.while_loop(cond, body, st)
+        return jax.lax.while_loop(cond, body, st)
+
+    def cycle_cond(st):
+        return (~st.done) & (st.restarts < cfg.max_restarts) & (st.steps < max_steps)
+
+    st = expand(st)
+    st = jax.lax.while_loop(
+        cycle_cond, lambda st: expand(_restart(st, cfg, hermitian, tol)), st
+    )
     theta, Y, X, est = st.theta, st.Y, st.X, st.est
     d = cfg.d
     Vd = mm(Y[:, :d].T, st.V[:K]).T
@@ -308,4 +323,4 @@ def lanczos_core(A, key, tol, *, cfg: LanczosConfig, hermitian: bool):
         s = theta[:d]
         sign = jnp.ones((d,), dt)
         Ud = mm(X[:, :d].T, st.U[:K]).T
-    return s, Ud, Vd, sign, est[:d], st.steps, st.restarts
+    return s, Ud, Vd, sign, est[:d], st.steps, st.restarts, theta, st.valid

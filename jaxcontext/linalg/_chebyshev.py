@@ -17,15 +17,15 @@ there is no basis of ``10 d`` columns to re-orthogonalise (which made Lanczos bo
 
 Two things make it robust without a user-supplied spectrum:
 
-* **The damping interval and the block size come from a probe**: a short block Lanczos run (``b``
-  random start vectors, full re-orthogonalisation) gives Ritz values ``theta_j`` and Gauss-quadrature
-  weights ``w_j`` (first-block components), hence an estimate of the eigenvalue count
-  ``N(t) ~ (n / b) sum_{|theta_j| >= t} w_j``. The block size covers every eigenvalue within 10% of
-  the estimated ``d``-th (a cluster cut by ``d`` is taken whole) and the damping bound ``a`` is put where
-  ``N`` reaches twice the block size. Ritz values are lower bounds of the eigenvalues by interlacing,
-  so ``a`` errs low: a low ``a`` slows convergence but never damps a wanted direction.
-* **Each pass updates** ``a <- max(a, |theta_k|)`` (still a lower bound of ``|lambda_k|``) and picks the
-  degree from the measured residuals: ``T_m(x_d) >= 4 r_d / tol``.
+* **The damping interval and the block size come from a probe**: a short block Lanczos run
+  (``b`` random start vectors, full re-orthogonalisation) gives Ritz values ``theta_j`` and
+  Gauss-quadrature weights ``w_j`` (first-block components), hence an estimate of the eigenvalue
+  count ``N(t) ~ n sum_{|theta_j| >= t} w_j``. The block covers every eigenvalue within 10% of the
+  estimated ``d``-th (a cluster cut by ``d`` is taken whole) and the damping bound ``a`` is put
+  where ``N`` reaches twice the block size. Ritz values are lower bounds of the eigenvalues by
+  interlacing, so ``a`` errs low: a low ``a`` slows convergence but never damps a wanted direction.
+* **Each pass updates** ``a <- max(a, |theta_k|)`` (still a lower bound of ``|lambda_k|``) and
+  picks the degree from the measured residuals: ``T_m(x_d) >= 2 r_d / tol``.
 
 Every pass ends with residuals of the Ritz pairs of ``S``; the solver stops when the top ``d`` meet
 ``tol`` or after ``maxiter`` passes. Callers certify the result with fresh products.
@@ -49,7 +49,7 @@ __all__ = ["chebyshev_solve"]
 
 
 class _Gram(LinearOperator):
-    """``A^T A`` (``left=False``) or ``A A^T`` (``left=True``) of an operator, as a symmetric one."""
+    """``A^T A`` (``left=False``) or ``A A^T`` (``left=True``) of an operator, symmetric."""
 
     def __init__(self, op: Any, left: bool):
         self.op = op
@@ -158,7 +158,7 @@ def _start(P, key, *, take: int, k: int):
 
 @functools.partial(jax.jit, static_argnames=("gram",))
 def _filter(S, X, lo, a, xs, degree, *, gram: bool):
-    r"""``T_m(L(S)) X`` with ``L(x) = (2 x - (a + lo)) / (a - lo)``, column ``i`` scaled by ``1/T_m(xs_i)``.
+    r"""``T_m(L(S)) X`` for ``L(x) = (2 x - (a + lo)) / (a - lo)``, columns scaled by ``1/T_m(xs)``.
 
     The scaled three-term recurrence (``y_j = T_j(L(S)) x / T_j(xs)``) keeps columns near unit
     norm, so no overflow and a well-conditioned block for the next orthonormalisation.
@@ -331,7 +331,8 @@ def chebyshev_solve(
             break
     note = (
         f"Chebyshev-filtered subspace iteration: block {k}, damping bound {a:.3g}, degrees "
-        f"{degrees}, relative residuals {', '.join(f'{h:.1e}' for h in hist)} (probe: {b} x {steps} block Lanczos, estimated d-th value {lam_d:.3g}, "
+        f"{degrees}, relative residuals {', '.join(f'{h:.1e}' for h in hist)} "
+        f"(probe: {b} x {steps} block Lanczos, estimated d-th value {lam_d:.3g}, "
         f"{cluster:.0f} values within 10% of it)"
     )
     if hermitian:

@@ -316,10 +316,13 @@ def test_auto_choice_is_recorded():
     assert small.info.method == "dense" and "auto" in small.info.reason
     n = 2100  # min(m, n) > 2000: Krylov-type
     vals = np.r_[[5.0, -4.0, 3.0], np.linspace(0.0, 1.0, n - 3)]
-    sp = svds(sps.diags(vals).tocsr(), 3, hermitian=True)
+    sp = svds(sps.diags(vals).tocsr(), 3, hermitian=True)  # cheap sparse products
     assert sp.info.method == "chebyshev"
-    assert "auto" in sp.info.reason and "2100" in sp.info.reason
+    assert "auto" in sp.info.reason and "2100" in sp.info.reason and "cheap" in sp.info.reason
     np.testing.assert_allclose(np.asarray(sp.s), [5.0, 4.0, 3.0], rtol=1e-5)
+    dense = svds(np.diag(vals).astype(np.float32), 3, hermitian=True)  # costly dense products
+    assert dense.info.method == "lanczos" and "costly" in dense.info.reason
+    np.testing.assert_allclose(np.asarray(dense.s), [5.0, 4.0, 3.0], rtol=1e-5)
 
 
 def test_no_recompilation_for_same_shapes(rng):

@@ -268,7 +268,15 @@ def chebyshev_solve(
     lam_d = _value_at_count(pr, N, d)
     cluster = _count(pr, N, 0.9 * lam_d)
     over = max(8, d // 4)
-    k = block_size if block_size is not None else max(d + over, int(math.ceil(1.15 * cluster)))
+    # the block: the whole cluster at the cut; and down to half the d-th value when that takes at
+    # most twice as many columns (a decaying spectrum, where the (k+1)-th value sets the rate; on a
+    # dense bulk below the cut a wider block costs more than the passes it saves)
+    k_basic = max(d + over, int(math.ceil(1.15 * cluster)))
+    wide = _count(pr, N, 0.5 * lam_d)
+    k_wide = int(math.ceil(1.15 * wide))
+    k = k_basic if k_wide > 2 * k_basic else max(k_basic, k_wide)
+    if block_size is not None:
+        k = block_size
     k = int(min(-(-k // 8) * 8, max(d, N // 2)))
     k = max(k, d)
     if bound is None:
@@ -326,14 +334,16 @@ def chebyshev_solve(
         degrees.append(deg)
         hist.append(float(np.max(res[:d] / _limit(theta[:d], 1.0, hermitian))))
         mv += (deg + 1) * k * (1 if hermitian else 2)
-        a = max(a, float(np.abs(theta[k - 1])))
+        # a lower bound of |lambda_k| (Ritz values interlace), kept below the d-th Ritz value so
+        # that the wanted directions are never inside the damping interval
+        a = min(max(a, float(np.abs(theta[k - 1]))), 0.8 * float(np.abs(theta[d - 1])))
         if np.all(res[:d] <= _limit(theta[:d], tol, hermitian)):
             break
     note = (
         f"Chebyshev-filtered subspace iteration: block {k}, damping bound {a:.3g}, degrees "
         f"{degrees}, relative residuals {', '.join(f'{h:.1e}' for h in hist)} "
         f"(probe: {b} x {steps} block Lanczos, estimated d-th value {lam_d:.3g}, "
-        f"{cluster:.0f} values within 10% of it)"
+        f"{cluster:.0f} values above 0.9 times it, {wide:.0f} above half of it)"
     )
     if hermitian:
         th = jnp.asarray(theta[:d], dt)

@@ -310,7 +310,12 @@ def chebyshev_solve(
             x_d = float(xs_map[d - 1])
         x_d = max(x_d, 1.0 + 1e-3)
         need = max(r_d / target, 2.0)
-        deg = int(math.ceil(math.acosh(need) / math.acosh(x_d)))
+        deg = math.acosh(need) / math.acosh(x_d)
+        if res is None:
+            # the first estimate is optimistic (the probe's values are lower bounds); a second
+            # pass costs a Rayleigh-Ritz step and a few degrees, more than this margin
+            deg = 1.15 * deg + 1
+        deg = int(math.ceil(deg))
         # growth of the largest direction stays below e^60 (no float32 overflow in the recurrence)
         x_1 = max(
             float((2 * abs(theta[0] if theta is not None else pr.theta[0]) - (a + lo)) / (a - lo)),

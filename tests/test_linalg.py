@@ -382,3 +382,18 @@ def test_block_clamped_and_said(rng):
     A = jnp.asarray(with_spectrum(rng, 12, 10, SPECTRA["geometric"](10)), jnp.float32)
     sp = svds(A, 4, method="randomized")
     assert sp.info.block_size == 10 and "clamped" in sp.info.reason
+
+
+def test_chebyshev_options_and_cluster_cut():
+    """block_size is used as given; a bad bound is refused; a cluster cut by d is resolved."""
+    from _svds_problems import reference, sbm_matrix
+
+    a = sbm_matrix()  # 8 blocks: s_1 = 1 and a cluster of 7 block eigenvalues, cut by d = 4
+    ref = reference(a, 4, True)
+    A = ops.sparse_from_scipy(a.astype(np.float32))
+    sp = svds(A, 4, method="chebyshev", hermitian=True, block_size=24, tol=1e-5)
+    assert sp.info.method == "chebyshev" and sp.info.block_size == 24
+    np.testing.assert_allclose(np.asarray(sp.s), ref, rtol=1e-5)
+    assert bool(sp.info.converged.all()) and float(np.max(sp.residuals)) <= 1e-5
+    with pytest.raises(ValueError, match="bound"):
+        svds(A, 4, method="chebyshev", hermitian=True, bound=-1.0)

@@ -275,9 +275,9 @@ def chebyshev_solve(
     wide = _count(pr, N, 0.5 * lam_d)
     k_wide = int(math.ceil(1.15 * wide))
     k = k_basic if k_wide > 2 * k_basic else max(k_basic, k_wide)
+    k = int(min(-(-k // 8) * 8, max(d, N // 2)))  # a multiple of 8, at most half the dimension
     if block_size is not None:
-        k = block_size
-    k = int(min(-(-k // 8) * 8, max(d, N // 2)))
+        k = int(block_size)  # as given (svds checked d <= block_size <= min(m, n))
     k = max(k, d)
     if bound is None:
         a = _value_at_count(pr, N, 2 * k)

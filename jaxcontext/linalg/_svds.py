@@ -191,7 +191,7 @@ def svds(
         maxiter: iteration budget (meaning per method, above).
         hermitian: ``A`` is symmetric; use the symmetric path.
         block_size: columns per block product (lanczos: default ``min(d, 16)``, more for large d;
-            chebyshev: the filtered block, default from the probe).
+            chebyshev: the filtered block, raised to d if smaller; default from the probe).
         basis_size: lanczos basis columns before a restart (default ``10 d``, capped by
             ``max_basis_bytes``).
         oversampling: extra columns for randomized and krylov (block ``d + oversampling``, clamped

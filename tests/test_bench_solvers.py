@@ -80,7 +80,7 @@ def test_cli_tiny_sbm_entries_are_checked_timed_and_certified(tmp_path):
         e = entries[name]
         assert e["tol"] == S.TOL and e["rel_error"] <= 1e-4
         det = e["details"]
-        method = "chebyshev" if name == "jaxcontext" else "lanczos"  # auto: n > 2000
+        method = "chebyshev" if name == "jaxcontext" else "lanczos"  # auto: n > 500
         assert det["method"] == method and det["converged"] == "8/8"
         assert det["matvecs"] >= 0 and det["max_residual"] <= S.TOL
     text = md.read_text()

@@ -314,7 +314,7 @@ def test_deterministic_for_a_key(rng):
 def test_auto_choice_is_recorded():
     small = svds(np.diag(np.arange(1.0, 11.0)), 2)
     assert small.info.method == "dense" and "auto" in small.info.reason
-    n = 2100  # min(m, n) > 2000: Krylov-type
+    n = 2100  # min(m, n) > 500: Krylov-type
     vals = np.r_[[5.0, -4.0, 3.0], np.linspace(0.0, 1.0, n - 3)]
     sp = svds(sps.diags(vals).tocsr(), 3, hermitian=True)  # cheap sparse products
     assert sp.info.method == "chebyshev"

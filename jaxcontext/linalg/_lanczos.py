@@ -24,7 +24,7 @@ and Rayleigh-Ritz problems stay close to the filled size and nothing recompiles 
 from __future__ import annotations
 
 import functools
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -46,7 +46,6 @@ class LanczosConfig(NamedTuple):
     first_check: int
     growth: float
     reorth: float | None
-    tol_ref_d: bool = False  # tolerance relative to the d-th Ritz value (filtered runs)
 
 
 def _buckets(cfg: LanczosConfig, lo: int = 0) -> tuple[int, ...]:
@@ -207,7 +206,7 @@ def _restart(st: _State, cfg: LanczosConfig, hermitian: bool, tol: jax.Array) ->
         Uk = mm(st.X[:, :k].T, st.U[:K])
         U = jnp.zeros_like(st.U).at[:k].set(Uk)
     H = jnp.zeros_like(st.H).at[jnp.arange(k), jnp.arange(k)].set(st.theta[:k])
-    lock = (st.est[:k] <= _tol_abs(st.theta, st.valid, tol, cfg)) & st.valid[:k]
+    lock = (st.est[:k] <= _tol_abs(st.theta, st.valid, tol)) & st.valid[:k]
     locked = jnp.zeros((K,), bool).at[:k].set(lock)
     locked_res = jnp.zeros((K,), st.est.dtype).at[:k].set(jnp.where(lock, st.est[:k], 0.0))
     c = jnp.asarray(k, jnp.int32)
@@ -227,9 +226,9 @@ def _max_steps(cfg: LanczosConfig) -> int:
     return cfg.K // cfg.b + cfg.max_restarts * ((cfg.K - cfg.k) // cfg.b)
 
 
-def _tol_abs(theta, valid, tol, cfg: LanczosConfig):
-    s1 = jnp.max(jnp.where(valid, jnp.abs(theta), 0.0))
-    return tol * (jnp.abs(theta[cfg.d - 1]) if cfg.tol_ref_d else s1)
+def _tol_abs(theta, valid, tol):
+    """``tol`` relative to the largest valid Ritz value."""
+    return tol * jnp.max(jnp.where(valid, jnp.abs(theta), 0.0))
 
 
 def _check(st: _State, cfg: LanczosConfig, hermitian: bool, tol: jax.Array) -> _State:
@@ -241,7 +240,7 @@ def _check(st: _State, cfg: LanczosConfig, hermitian: bool, tol: jax.Array) -> _
         H, c, steps, restarts, locked, locked_res, _, _, _, _, _ = small
         view = st._replace(H=H, c=c, locked=locked, locked_res=locked_res)
         theta, Y, X, est, valid = _rayleigh_ritz(view, cfg, hermitian)
-        conv = jnp.all((est[:d] <= _tol_abs(theta, valid, tol, cfg)) & valid[:d])
+        conv = jnp.all((est[:d] <= _tol_abs(theta, valid, tol)) & valid[:d])
         full = c >= cfg.K
         done = conv | (full & (restarts >= cfg.max_restarts)) | (steps >= _max_steps(cfg))
         X = X if not hermitian else small[8]
@@ -260,10 +259,10 @@ def _check(st: _State, cfg: LanczosConfig, hermitian: bool, tol: jax.Array) -> _
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "hermitian"))
-def lanczos_core(A, key, tol, start=None, *, cfg: LanczosConfig, hermitian: bool):
+def lanczos_core(A, key, tol, *, cfg: LanczosConfig, hermitian: bool):
     """Run the restarted block Lanczos / Golub-Kahan iteration; returns raw Ritz data.
 
-    ``start`` is an optional ``(n, b)`` start block (default: Gaussian). Two nested loops: the inner
+    Two nested loops: the inner
     one expands the basis block by block (with checks), the outer one restarts a full basis; the
     basis only flows through loop carries, never through a conditional (no copies).
     """
@@ -273,7 +272,7 @@ def lanczos_core(A, key, tol, start=None, *, cfg: LanczosConfig, hermitian: bool
     # One Gaussian draw: the start block and the block that replaces dependent columns.
     R0 = gaussian(key, (max(m, n), 2 * b), dt)
     G = R0[:, b:]
-    Q0 = orthonormalize(R0[:n, :b] if start is None else start.astype(dt), fill=G[:n]).Q
+    Q0 = orthonormalize(R0[:n, :b], fill=G[:n]).Q
     V = jnp.zeros((_padded(K + b, cfg), n), dt).at[:b].set(Q0.T)
     U = jnp.zeros((_padded(K, cfg), m), dt) if not hermitian else jnp.zeros((1, 1), dt)
     st = _State(
@@ -323,4 +322,4 @@ def lanczos_core(A, key, tol, start=None, *, cfg: LanczosConfig, hermitian: bool
         s = theta[:d]
         sign = jnp.ones((d,), dt)
         Ud = mm(X[:, :d].T, st.U[:K]).T
-    return s, Ud, Vd, sign, est[:d], st.steps, st.restarts, theta, st.valid
+    return s, Ud, Vd, sign, est[:d], st.steps, st.restarts

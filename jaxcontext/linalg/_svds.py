@@ -5,14 +5,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ..operators import LinearOperator, as_operator
+from ._chebyshev import chebyshev_solve
 from ._common import ON_FAIL, as_key, blas_single_thread, default_tol, finish
 from ._dense import dense_solve
-from ._chebyshev import chebyshev_solve
 from ._krylov import krylov_core
 from ._lanczos import LanczosConfig, lanczos_core
 from ._randomized import randomized_core
@@ -174,7 +172,8 @@ def svds(
           matrix has at most ``2**26`` entries); else ``"chebyshev"`` when a product is cheap (at
           most ~1000 flops per row and column: sparse graph and kNN operators) and ``"lanczos"``
           otherwise (dense, matrix-free kernels), which needs several times fewer products.
-          ``info.reason`` says which and why. On a CPU the dense path calls numpy's LAPACK (XLA's CPU SVD is several times slower).
+          ``info.reason`` says which and why. On a CPU the dense path calls numpy's LAPACK (XLA's
+          CPU SVD is several times slower).
 
     ``hermitian=True`` declares ``A`` symmetric (graph contexts ``D^{-1/2} W D^{-1/2}``, symmetric
     kernels): the solvers work with ``A`` itself (eigenvalues ``lambda``), which converges much faster
@@ -295,7 +294,8 @@ def _solve(
                 method = "chebyshev"
                 reason = (
                     f"auto: min(m, n) = {N} > {DENSE_MAX_DIM}, d = {d} small and cheap products "
-                    f"(~{per_row:.0f} flops per row and column): Chebyshev-filtered subspace iteration"
+                    f"(~{per_row:.0f} flops per row and column): Chebyshev-filtered subspace "
+                    "iteration"
                 )
             else:
                 method = "lanczos"
@@ -307,14 +307,17 @@ def _solve(
                 reason += f" (dense form would exceed {DENSE_MAX_ENTRIES} entries)"
     common = dict(tol=tol, on_fail=on_fail, hermitian=hermitian)
 
-    if method == "dense":
+    def dense(why: str) -> Spectrum:
         s, U, V, sign = dense_solve(
             op, d, hermitian=hermitian, float64=dense_float64, max_entries=max(m * n, 1)
         )
         return finish(
-            op, s, U, V, lam_sign=sign, method="dense", reason=reason, iterations=1,
+            op, s, U, V, lam_sign=sign, method="dense", reason=why, iterations=1,
             matvecs=0, restarts=0, block_size=n, basis_size=N, **common,
         )
+
+    if method == "dense":
+        return dense(reason)
 
     if method in ("randomized", "krylov"):
         l = min(d + oversampling, N)
@@ -348,13 +351,8 @@ def _solve(
             raise ValueError(f"bound: expected a positive finite float, got {bound!r}")
         if N < 64 or 4 * d > N:
             if m * n <= DENSE_MAX_ENTRIES:
-                s, U, V, sign = dense_solve(
-                    op, d, hermitian=hermitian, float64=dense_float64, max_entries=m * n
-                )
-                return finish(
-                    op, s, U, V, lam_sign=sign, method="dense",
-                    reason=reason + "; min(m, n) too small next to d for a filtered block, dense instead",
-                    iterations=1, matvecs=0, restarts=0, block_size=n, basis_size=N, **common,
+                return dense(
+                    reason + "; min(m, n) too small next to d for a filtered block, dense instead"
                 )
             method = "lanczos"
             reason += "; block would not fit min(m, n), lanczos instead"
@@ -377,18 +375,11 @@ def _solve(
         )
     except ValueError:
         if m * n <= DENSE_MAX_ENTRIES and N < d + 2 * max(1, min(d, 16)):
-            s, U, V, sign = dense_solve(
-                op, d, hermitian=hermitian, float64=dense_float64, max_entries=m * n
-            )
-            return finish(
-                op, s, U, V, lam_sign=sign, method="dense",
-                reason=reason + "; min(m, n) too small for a Krylov basis, dense instead",
-                iterations=1, matvecs=0, restarts=0, block_size=n, basis_size=N, **common,
-            )
+            return dense(reason + "; min(m, n) too small for a Krylov basis, dense instead")
         raise
     if notes:
         reason += "; " + "; ".join(notes)
-    s, U, V, sign, _, steps, restarts, _, _ = lanczos_core(op, rkey, tol, cfg=cfg, hermitian=hermitian)
+    s, U, V, sign, _, steps, restarts = lanczos_core(op, rkey, tol, cfg=cfg, hermitian=hermitian)
     steps = int(steps)
     mv = cfg.b * steps * (1 if hermitian else 2)
     return finish(

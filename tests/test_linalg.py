@@ -277,6 +277,18 @@ def test_kernel_operator_matches_dense(rng):
     np.testing.assert_allclose(np.asarray(sp.s), ref[:D], rtol=0, atol=1e-5 * ref[0] + 1e-5)
     assert sp.info.converged.all()
     check_spectrum(sp, ref, d=D, tol_s=1e-4, A64=Kd)
+    # products recompute the kernel: a wide default block amortises each pass, also when composed
+    wide = min(64, max(16, D), (NS - D) // 2)
+    assert sp.info.block_size == wide and "matrix-free kernel" in sp.info.reason
+    w = rng.uniform(0.5, 1.5, NS).astype(np.float32)
+    comp = ops.product(ops.diag(w), Kop, ops.diag(w))
+    sc = svds(comp, D, method="lanczos", hermitian=True, tol=1e-5)
+    assert sc.info.block_size == wide
+    ref_c = np.sort(np.abs(np.linalg.eigvalsh(w[:, None] * Kd * w[None, :])))[::-1]
+    np.testing.assert_allclose(np.asarray(sc.s), ref_c[:D], rtol=0, atol=1e-5 * ref_c[0] + 1e-5)
+    # the same matrix stored densely keeps the narrow default block (no per-pass cost)
+    sd = svds(ops.dense(Kd.astype(np.float32)), D, method="lanczos", hermitian=True, tol=1e-5)
+    assert sd.info.block_size < wide and "matrix-free kernel" not in sd.info.reason
 
 
 # --------------------------------------------------------------------------------------------------

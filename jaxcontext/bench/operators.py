@@ -393,8 +393,8 @@ def rbf_rows_float64(
     return np.concatenate(out, axis=0)
 
 
-def rbf_materialise_numpy(x: np.ndarray, v: np.ndarray, gamma: Any) -> np.ndarray:
-    """Build the dense RBF matrix with numpy, in place (one ``m x m`` array); return ``K @ v``."""
+def rbf_dense_numpy(x: np.ndarray, gamma: Any) -> np.ndarray:
+    """The dense RBF matrix ``exp(-gamma |x_i - x_j|^2)`` with numpy, in one ``m x m`` array."""
     sq = np.einsum("ij,ij->i", x, x)
     g = x @ x.T
     g *= -2.0
@@ -403,7 +403,12 @@ def rbf_materialise_numpy(x: np.ndarray, v: np.ndarray, gamma: Any) -> np.ndarra
     np.maximum(g, 0.0, out=g)
     g *= -gamma
     np.exp(g, out=g)
-    return g @ v
+    return g
+
+
+def rbf_materialise_numpy(x: np.ndarray, v: np.ndarray, gamma: Any) -> np.ndarray:
+    """Build the dense RBF matrix with numpy, in place (one ``m x m`` array); return ``K @ v``."""
+    return rbf_dense_numpy(x, gamma) @ v
 
 
 def _kernel_case(m, dim, k, dtype, seed, *, memory) -> Case:

@@ -351,14 +351,9 @@ def rbf_degrees64(x: np.ndarray, gamma: float, chunk: int = 1024) -> np.ndarray:
 
 def rbf_materialise(x: np.ndarray, gamma: float, dis: np.ndarray) -> np.ndarray:
     """The dense normalised kernel ``D^-1/2 K D^-1/2`` in ``x``'s dtype, built in place."""
-    sq = np.einsum("ij,ij->i", x, x)
-    g = x @ x.T
-    g *= -2.0
-    g += sq[:, None]
-    g += sq[None, :]
-    np.maximum(g, 0.0, out=g)
-    g *= -gamma
-    np.exp(g, out=g)
+    from .operators import rbf_dense_numpy
+
+    g = rbf_dense_numpy(x, gamma)
     g *= dis[:, None]
     g *= dis[None, :]
     return g
@@ -753,40 +748,43 @@ def _rbf_case(m, dim, d, dtype, seed, size) -> Case:
     def free_op(g):
         return _rbf_matrix_free(g.x, g.gamma, g.dis)
 
+    def jax_impl(name, op_of, method, note, tol=None):
+        return Impl(
+            name,
+            lambda g: (op_of(g),),
+            _svds_fn(method, d, hermitian=True),
+            tol=tol,
+            details=_jax_details,
+            probe_memory=False,
+            note=note,
+        )
+
     impls = [
-        Impl(
+        jax_impl(
             "jaxcontext[dense K]",
-            lambda g: (dense_op(g),),
-            _svds_fn("auto", d, hermitian=True),
-            details=_jax_details,
-            probe_memory=False,
-            note=f"svds(dense(K), tol={TOL}, hermitian=True) on the shared materialised K",
+            dense_op,
+            "auto",
+            f"svds(dense(K), tol={TOL}, hermitian=True) on the shared materialised K",
         ),
-        Impl(
+        jax_impl(
             "jaxcontext[dense K, lanczos]",
-            lambda g: (dense_op(g),),
-            _svds_fn("lanczos", d, hermitian=True),
-            details=_jax_details,
-            probe_memory=False,
-            note=f"svds(dense(K), method='lanczos', tol={TOL}, hermitian=True)",
+            dense_op,
+            "lanczos",
+            f"svds(dense(K), method='lanczos', tol={TOL}, hermitian=True)",
         ),
-        Impl(
+        jax_impl(
             "jaxcontext[matrix-free, lanczos]",
-            lambda g: (free_op(g),),
-            _svds_fn("lanczos", d, hermitian=True),
-            details=_jax_details,
-            probe_memory=False,
-            note="svds(diag(dis) @ kernel_operator(x, RBF) @ diag(dis), method='lanczos'): "
+            free_op,
+            "lanczos",
+            "svds(diag(dis) @ kernel_operator(x, RBF) @ diag(dis), method='lanczos'): "
             "the kernel is recomputed tile by tile in every product",
         ),
-        Impl(
+        jax_impl(
             "jaxcontext[dense K, randomized]",
-            lambda g: (dense_op(g),),
-            _svds_fn("randomized", d, hermitian=True),
+            dense_op,
+            "randomized",
+            f"svds(dense(K), method='randomized', tol={TOL}, hermitian=True)",
             tol=APPROX_TOL,
-            details=_jax_details,
-            probe_memory=False,
-            note=f"svds(dense(K), method='randomized', tol={TOL}, hermitian=True)",
         ),
     ]
     methods = SIZES[size]["methods"]

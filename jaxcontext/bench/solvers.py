@@ -55,6 +55,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ._harness import Case, Impl
+from .operators import rbf_dense_numpy
 
 SUITE = "solvers"
 
@@ -351,8 +352,6 @@ def rbf_degrees64(x: np.ndarray, gamma: float, chunk: int = 1024) -> np.ndarray:
 
 def rbf_materialise(x: np.ndarray, gamma: float, dis: np.ndarray) -> np.ndarray:
     """The dense normalised kernel ``D^-1/2 K D^-1/2`` in ``x``'s dtype, built in place."""
-    from .operators import rbf_dense_numpy
-
     g = rbf_dense_numpy(x, gamma)
     g *= dis[:, None]
     g *= dis[None, :]

@@ -262,9 +262,9 @@ def _check(st: _State, cfg: LanczosConfig, hermitian: bool, tol: jax.Array) -> _
 def lanczos_core(A, key, tol, *, cfg: LanczosConfig, hermitian: bool):
     """Run the restarted block Lanczos / Golub-Kahan iteration; returns raw Ritz data.
 
-    Two nested loops: the inner
-    one expands the basis block by block (with checks), the outer one restarts a full basis; the
-    basis only flows through loop carries, never through a conditional (no copies).
+    Two nested loops: the inner one expands the basis block by block (with checks), the outer one
+    restarts a full basis; the basis only flows through loop carries, never through a conditional
+    (no copies).
     """
     m, n = A.shape
     dt = A.dtype

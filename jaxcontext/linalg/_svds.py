@@ -30,10 +30,22 @@ DENSE_MAX_ENTRIES = 2**26
 CHEAP_FLOPS_PER_ROW = 1000
 
 
+def _children(op: Any) -> tuple | None:
+    """The operators a composite ``op`` multiplies through (``None`` for a leaf operator)."""
+    from .. import operators as ops
+    from .._sharding import RowShardedOperator
+    from ._chebyshev import _Gram
+
+    if isinstance(op, (ops.TransposedOperator, RowShardedOperator, _Gram)):
+        return (getattr(op, "op", None) or getattr(op, "local", None),)
+    if isinstance(op, (ops.ProductOperator, ops.SumOperator, ops.HStackOperator)):
+        return tuple(op.ops)
+    return None
+
+
 def _flops_per_column(op: Any) -> float:
     """Estimated flops of one product column (``A @ x``) of an operator, by its structure."""
     from .. import operators as ops
-    from .._sharding import RowShardedOperator
     from ._chebyshev import _Gram
 
     m, n = op.shape
@@ -45,11 +57,10 @@ def _flops_per_column(op: Any) -> float:
         return 2.0 * (m + n) * float(op.left.shape[1])
     if isinstance(op, ops.KernelOperator):
         return float(m) * n * (2.0 * op.x.shape[-1] + 20.0)
-    if isinstance(op, (ops.TransposedOperator, RowShardedOperator, _Gram)):
-        inner = getattr(op, "op", None) or getattr(op, "local", None)
-        return _flops_per_column(inner) * (2.0 if isinstance(op, _Gram) else 1.0)
-    if isinstance(op, (ops.ProductOperator, ops.SumOperator, ops.HStackOperator)):
-        return float(sum(_flops_per_column(o) for o in op.ops))
+    kids = _children(op)
+    if kids is not None:
+        times = 2.0 if isinstance(op, _Gram) else 1.0  # a Gram operator multiplies twice
+        return times * float(sum(_flops_per_column(o) for o in kids))
     return 2.0 * m * n  # dense or unknown
 
 
@@ -65,17 +76,10 @@ KERNEL_BLOCK_MAX = 64
 def _recomputes_kernel(op: Any) -> bool:
     """Whether a product with ``op`` evaluates a matrix-free kernel (a fixed cost per pass)."""
     from .. import operators as ops
-    from .._sharding import RowShardedOperator
-    from ._chebyshev import _Gram
 
     if isinstance(op, ops.KernelOperator):
         return True
-    if isinstance(op, (ops.TransposedOperator, RowShardedOperator, _Gram)):
-        inner = getattr(op, "op", None) or getattr(op, "local", None)
-        return inner is not None and _recomputes_kernel(inner)
-    if isinstance(op, (ops.ProductOperator, ops.SumOperator, ops.HStackOperator)):
-        return any(_recomputes_kernel(o) for o in op.ops)
-    return False
+    return any(_recomputes_kernel(o) for o in (_children(op) or ()))
 
 
 def _check_int(value: Any, name: str, *, low: int = 1, high: int | None = None) -> int:
@@ -104,10 +108,19 @@ def _lanczos_config(
     basis_size: int | None,
     maxiter: int | None,
     max_basis_bytes: int,
+    kernel_pass: bool = False,
 ) -> tuple[LanczosConfig, list[str]]:
     notes: list[str] = []
     N = min(m, n)
-    b = block_size if block_size is not None else max(min(d, 16), min(d // 4, 64))
+    if block_size is not None:
+        b = block_size
+    elif kernel_pass:
+        b = min(KERNEL_BLOCK_MAX, max(16, d))
+        notes.append(
+            f"block {b}: every product recomputes a matrix-free kernel, so wide blocks amortise it"
+        )
+    else:
+        b = max(min(d, 16), min(d // 4, 64))
     if d + 2 * b > N:
         b_new = max(1, (N - d) // 2)
         notes.append(f"block size clamped from {b} to {b_new} (need d + 2 * block <= min(m, n) = {N})")
@@ -394,16 +407,11 @@ def _solve(
             )
 
     # lanczos
-    if block_size is None and _recomputes_kernel(op):
-        block_size = min(KERNEL_BLOCK_MAX, max(16, d), max(1, (N - d) // 2))
-        reason += (
-            f"; block {block_size}: every product recomputes a matrix-free kernel, so wide blocks "
-            "amortise it"
-        )
     try:
         cfg, notes = _lanczos_config(
             m, n, d, dtype, tol, hermitian=hermitian, block_size=block_size,
             basis_size=basis_size, maxiter=maxiter, max_basis_bytes=max_basis_bytes,
+            kernel_pass=_recomputes_kernel(op),
         )
     except ValueError:
         if m * n <= DENSE_MAX_ENTRIES and N < d + 2 * max(1, min(d, 16)):

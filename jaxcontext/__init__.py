@@ -9,6 +9,7 @@ re-exported here explicitly (``tests/test_public_api.py`` imports every one).
 from . import contexts as contexts
 from . import datasets as datasets
 from . import kernels as kernels
+from . import linalg as linalg
 from . import operators as operators
 from . import spectrum as spectrum
 from ._sharding import RowShardedOperator as RowShardedOperator
@@ -16,6 +17,8 @@ from ._sharding import row_mesh as row_mesh
 from ._sharding import shard_block as shard_block
 from ._sharding import shard_rows as shard_rows
 from .contexts import Context as Context
+from .linalg import Spectrum as Spectrum
+from .linalg import svds as svds
 from .operators import LinearOperator as LinearOperator
 from .operators import as_operator as as_operator
 from .spectrum import Contexture as Contexture
@@ -40,12 +43,15 @@ __all__ = [
     "datasets",
     "decay_rate",
     "kernels",
+    "linalg",
     "operators",
     "ratio_trace",
     "row_mesh",
     "shard_block",
     "shard_rows",
     "spectrum",
+    "Spectrum",
+    "svds",
     "tau",
     "worst_case_error",
 ]

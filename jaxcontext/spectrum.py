@@ -77,6 +77,34 @@ class Contexture(NamedTuple):
             return jnp.matmul(rows * w[None, :], self.mu, precision=HIGHEST) / self.s**2
         return jnp.matmul(rows, self.nu, precision=HIGHEST) / self.s
 
+    @property
+    def d(self) -> int:
+        """The number of singular pairs held."""
+        return int(self.s.shape[0])
+
+    def truncate(self, d: int) -> Contexture:
+        r"""The top-``d`` contexture contained in this one (no new solve, no compile).
+
+        For a sweep over ``d`` (``tau_d``, probes at several dimensions), solve once at the largest
+        ``d`` and slice: the top-``d`` triplets of a certified top-``D`` solve are the certified
+        top-``d`` ones (each keeps its own residual). Solving per ``d`` would trace and compile the
+        solver again for every new ``d``.
+
+        Example:
+            >>> import jaxcontext as jc
+            >>> ct = jc.contexture(jc.datasets.cycle(64).context, 8, key=0)
+            >>> ct.truncate(3).mu.shape
+            (64, 3)
+        """
+        d = V.check_positive_int(d, "d", upper=self.d)
+        sp = self.spectrum
+        spec = sp._replace(
+            s=sp.s[:d], U=sp.U[:, :d], V=sp.V[:, :d], residuals=sp.residuals[:d],
+            info=sp.info._replace(converged=np.asarray(sp.info.converged)[:d]),
+        )
+        nu = None if self.nu is None else self.nu[:, :d]
+        return self._replace(s=self.s[:d], mu=self.mu[:, :d], nu=nu, spectrum=spec)
+
 
 def contexture(
     context: Any,
@@ -150,7 +178,7 @@ class TauResult(NamedTuple):
     tau_d: np.ndarray
 
 
-def tau(s: Any, *, d0: int = 512, beta: float = 1.0) -> TauResult:
+def tau(s: Any, *, d0: int | None = None, beta: float = 1.0) -> TauResult:
     r"""Context usefulness (REFERENCE.md section 4, Eq. 4).
 
     ``tau_d = 1 / (1 - s_{d+1}^2) + beta * (s_1^2 + ... + s_d^2) / (s_1^2 + ... + s_{d0}^2)`` and
@@ -160,10 +188,15 @@ def tau(s: Any, *, d0: int = 512, beta: float = 1.0) -> TauResult:
     Args:
         s: non-trivial singular values ``s_1, s_2, ...`` in descending order; at least ``d0 + 1``
             of them (``tau_{d0}`` needs ``s_{d0+1}``).
-        d0: largest dimension considered.
+        d0: largest dimension considered; default ``len(s) - 1``, the most the given values allow.
+            The paper uses ``d0 = 512`` (compute ``s_1..s_513`` for its setting).
         beta: weight of the second term.
     """
     a = _singular_values(s)
+    if d0 is None:
+        if a.size < 2:
+            raise ValueError(f"s: tau needs at least two values (s_1, s_2), got {a.size}")
+        d0 = a.size - 1
     d0 = V.check_positive_int(d0, "d0")
     if a.size < d0 + 1:
         raise ValueError(
@@ -205,16 +238,32 @@ def decay_rate(s: Any, *, start: int = 1) -> tuple[float, float]:
     return lam, r2
 
 
-def _centred(values: Any, w: jax.Array, name: str) -> jax.Array:
-    f = jnp.asarray(values)
+def _features(values: Any, w: jax.Array, name: str) -> jax.Array:
+    """Check ``values`` (``(m,)`` or ``(m, k)`` real numbers) and return them as ``(m, k)`` floats.
+
+    Shape and dtype checks always run (they are static); the finiteness check only on concrete
+    values, so the metrics stay traceable.
+    """
+    f = values if isinstance(values, jax.Array) else np.asarray(values)
+    if jnp.iscomplexobj(f):
+        raise TypeError(f"{name}: expected real values, got complex dtype {f.dtype}")
+    if f.dtype == object or not (jnp.issubdtype(f.dtype, jnp.number) or f.dtype == bool):
+        raise TypeError(f"{name}: expected a numeric array, got dtype {f.dtype}")
+    f = jnp.asarray(f)
     if f.ndim == 1:
         f = f[:, None]
     if f.ndim != 2 or f.shape[0] != w.shape[0]:
         raise ValueError(
-            f"{name}: expected shape ({w.shape[0]},) or ({w.shape[0]}, k), got {tuple(f.shape)}"
+            f"{name}: expected shape ({w.shape[0]},) or ({w.shape[0]}, k), got {tuple(jnp.shape(values))}"
         )
+    V.check_nonempty(f, name)
     V.check_finite(f, name)
-    f = f.astype(jnp.result_type(f.dtype, jnp.float32))
+    if jnp.issubdtype(f.dtype, jnp.floating):
+        return f.astype(jnp.result_type(f.dtype, w.dtype))
+    return f.astype(w.dtype)
+
+
+def _centred(f: jax.Array, w: jax.Array) -> jax.Array:
     return f - jnp.sum(w[:, None] * f, axis=0, keepdims=True)
 
 
@@ -225,26 +274,34 @@ def compatibility(context: Any, f: Any) -> jax.Array:
     exactly without a spectrum: ``sum_i s_i^2 u_i^2 = <f~, T T* f~> = |Z^T (sqrt(w) f~)|^2`` and
     ``sum_{i>=1} u_i^2 = |f~|^2`` in ``L2(P_X)``, where ``f~`` is ``f`` centred under ``P_X``.
 
+    Traceable (``jit``, ``grad`` with respect to ``f``): the check for constant targets runs only on
+    concrete values; a traced constant target gives NaN.
+
     Args:
         context: a Context (not one given by a dual kernel).
-        f: ``(m,)`` or ``(m, k)`` target values at the samples.
+        f: ``(m,)`` or ``(m, k)`` real target values at the samples.
 
     Returns:
         ``rho`` per target column (``()`` for a vector).
+
+    Raises:
+        TypeError: complex or non-numeric ``f``.
+        ValueError: wrong shape, NaN/Inf, or a constant target (concrete input).
     """
     Z = context.operator()
     w = jnp.asarray(context.weights, Z.dtype)
-    ft = _centred(f, w, "f")
-    g = jnp.sqrt(w)[:, None] * ft
+    f2 = _features(f, w, "f")
+    w = w.astype(f2.dtype)
+    g = jnp.sqrt(w)[:, None] * _centred(f2, w)
     norm2 = jnp.sum(g * g, axis=0)
-    f2 = jnp.asarray(f).reshape(w.shape[0], -1).astype(g.dtype)
-    raw2 = jnp.sum(w[:, None] * f2 * f2, axis=0)  # E[f^2]: the scale that rounding works at
-    if np.any(np.asarray(norm2) <= (1e2 * jnp.finfo(g.dtype).eps) ** 2 * np.asarray(raw2)):
-        raise ValueError("f: a target is constant under P_X; rho is undefined for it")
+    if V.is_concrete(norm2):
+        raw2 = jnp.sum(w[:, None] * f2 * f2, axis=0)  # E[f^2]: the scale that rounding works at
+        if np.any(np.asarray(norm2) <= (1e2 * jnp.finfo(g.dtype).eps) ** 2 * np.asarray(raw2)):
+            raise ValueError("f: a target is constant under P_X; rho is undefined for it")
     if getattr(context, "squared", False):  # operator is Z Z^T itself
-        num = jnp.sum(g * Z.matmat(g), axis=0)
+        num = jnp.sum(g * Z.matmat(g.astype(Z.dtype)), axis=0)
     else:
-        h = Z.rmatmat(g)
+        h = Z.rmatmat(g.astype(Z.dtype))
         num = jnp.sum(h * h, axis=0)
     rho = jnp.sqrt(jnp.clip(num / norm2, 0.0, 1.0))
     return rho[0] if jnp.ndim(f) == 1 else rho
@@ -284,25 +341,34 @@ def ratio_trace(context: Any, phi: Any) -> jax.Array:
     with equality iff ``Phi`` learns the contexture (Lemma 22). Invariant to invertible linear maps of
     ``Phi``.
 
+    Traceable and differentiable in ``phi`` (``jax.grad`` of the ratio trace is a training signal):
+    ``C^{-1} B`` is solved through ``C``'s Cholesky factor; the check for a singular ``C`` runs only
+    on concrete values (a traced collapsed encoder gives NaN or Inf).
+
     Args:
         context: a Context.
-        phi: ``(m, d)`` encoder outputs at the samples (full column rank after centring).
+        phi: ``(m, d)`` real encoder outputs at the samples (full column rank after centring).
+
+    Raises:
+        ValueError: wrong shape, NaN/Inf, or a (numerically) singular covariance (concrete input).
     """
     Z = context.operator()
     w = jnp.asarray(context.weights, Z.dtype)
-    ft = _centred(phi, w, "phi")
-    g = jnp.sqrt(w)[:, None] * ft
+    f = _features(phi, w, "phi")
+    w = w.astype(f.dtype)
+    g = jnp.sqrt(w)[:, None] * _centred(f, w)
     C = jnp.matmul(g.T, g, precision=HIGHEST)
     if getattr(context, "squared", False):
-        B = jnp.matmul(g.T, Z.matmat(g), precision=HIGHEST)
+        B = jnp.matmul(g.T, Z.matmat(g.astype(Z.dtype)), precision=HIGHEST)
     else:
-        h = Z.rmatmat(g)
+        h = Z.rmatmat(g.astype(Z.dtype))
         B = jnp.matmul(h.T, h, precision=HIGHEST)
-    Cn, Bn = np.asarray(C, np.float64), np.asarray(B, np.float64)
-    ev = np.linalg.eigvalsh(Cn)
-    if ev[0] <= ev[-1] * 1e3 * np.finfo(np.float32).eps:
-        raise ValueError(
-            f"phi: covariance is (numerically) singular, eigenvalues [{ev[0]:.3g}, {ev[-1]:.3g}]; "
-            "the encoder has collapsed dimensions"
-        )
-    return jnp.asarray(np.trace(np.linalg.solve(Cn, Bn)))
+    if V.is_concrete(C):
+        ev = np.linalg.eigvalsh(np.asarray(C, np.float64))
+        if ev[0] <= ev[-1] * 1e3 * np.finfo(np.dtype(C.dtype)).eps:
+            raise ValueError(
+                f"phi: covariance is (numerically) singular, eigenvalues [{ev[0]:.3g}, {ev[-1]:.3g}];"
+                " the encoder has collapsed dimensions"
+            )
+    factor = jax.scipy.linalg.cho_factor(C)
+    return jnp.trace(jax.scipy.linalg.cho_solve(factor, B.astype(C.dtype)))

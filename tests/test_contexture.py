@@ -108,3 +108,20 @@ def test_gaussian_noise_quadrature_contexture():
     np.testing.assert_allclose(
         np.asarray(ct.s) ** 2, [0.36, 0.36, 0.1296, 0.1296, 0.1296], rtol=0.05
     )
+
+
+def test_truncate_equals_the_smaller_solve():
+    """The documented route for a sweep over d: one solve at d_max, then slices (no recompile)."""
+    ctx = datasets.cycle(61).context  # odd n: |cos| values come in pairs; d = 4 ends a pair
+    big = spectrum.contexture(ctx, 12, method="dense")
+    small = spectrum.contexture(ctx, 4, method="dense")
+    t = big.truncate(4)
+    assert t.d == 4 and t.mu.shape == (61, 4) and t.nu.shape[1] == 4
+    assert float(big.s[3]) - float(big.s[4]) > 1e-3
+    np.testing.assert_allclose(np.asarray(t.s), np.asarray(small.s), atol=1e-6)
+    for a, b in ((t.mu, small.mu), (t.nu, small.nu)):  # same span (projectors)
+        qa, qb = np.linalg.qr(np.asarray(a, np.float64))[0], np.linalg.qr(np.asarray(b, np.float64))[0]
+        np.testing.assert_allclose(qa @ qa.T, qb @ qb.T, atol=1e-4)
+    assert t.spectrum.residuals.shape == (4,) and np.asarray(t.spectrum.info.converged).shape == (4,)
+    with pytest.raises(ValueError, match="at most 12"):
+        big.truncate(13)

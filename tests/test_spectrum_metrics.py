@@ -68,3 +68,74 @@ def test_worst_case_error_formula_and_range():
         spectrum.worst_case_error(s, 2, 0.5)
     with pytest.raises(ValueError, match="need"):
         spectrum.worst_case_error(s, 5, lo)
+
+
+def test_tau_default_d0_uses_every_value_given():
+    s = np.sort(np.random.default_rng(3).uniform(0, 0.95, 40))[::-1]
+    r = spectrum.tau(s)  # 40 values: d0 = 39
+    assert r.tau_d.shape == (39,)
+    np.testing.assert_allclose(r.tau_d, tau_by_loop(s, 39, 1.0), rtol=1e-12)
+    with pytest.raises(ValueError, match="two"):
+        spectrum.tau([0.5])
+
+
+# -- compatibility and ratio trace: traceable, differentiable, checked on concrete input ----------
+def _small_context(rng, m=30):
+    from jaxcontext import contexts
+
+    P = rng.uniform(size=(m, 12)) ** 3
+    return contexts.from_conditional(P / P.sum(axis=1, keepdims=True))
+
+
+def _np_parts(ctx, phi):
+    Z = np.asarray(ctx.operator().to_dense(), np.float64)
+    w = np.asarray(ctx.weights, np.float64)
+    g = np.sqrt(w)[:, None] * (phi - w @ phi)
+    return g.T @ g, (Z.T @ g).T @ (Z.T @ g)
+
+
+def test_ratio_trace_is_traceable_and_its_gradient_is_right(rng):
+    import jax
+    import jax.numpy as jnp
+
+    ctx = _small_context(rng)
+    phi = rng.standard_normal((30, 3))
+    C, B = _np_parts(ctx, phi)
+    ref = np.trace(np.linalg.solve(C, B))
+    f = jax.jit(lambda p: spectrum.ratio_trace(ctx, p))
+    assert float(f(jnp.asarray(phi, jnp.float32))) == pytest.approx(ref, rel=1e-4)
+    g = np.asarray(jax.grad(lambda p: spectrum.ratio_trace(ctx, p))(jnp.asarray(phi, jnp.float32)))
+    # central differences of the float64 formula in a random direction
+    v = rng.standard_normal(phi.shape)
+    h = 1e-5
+    fd = (np.trace(np.linalg.solve(*_np_parts(ctx, phi + h * v))) -
+          np.trace(np.linalg.solve(*_np_parts(ctx, phi - h * v)))) / (2 * h)
+    assert float(np.sum(g * v)) == pytest.approx(fd, rel=2e-3, abs=1e-5)
+
+
+def test_compatibility_is_traceable(rng):
+    import jax
+    import jax.numpy as jnp
+
+    ctx = _small_context(rng)
+    f = rng.standard_normal((30, 2))
+    eager = np.asarray(spectrum.compatibility(ctx, f))
+    jitted = np.asarray(jax.jit(lambda t: spectrum.compatibility(ctx, t))(jnp.asarray(f, jnp.float32)))
+    np.testing.assert_allclose(jitted, eager, rtol=1e-5)
+    grad = jax.grad(lambda t: spectrum.compatibility(ctx, t)[0])(jnp.asarray(f, jnp.float32))
+    assert np.all(np.isfinite(np.asarray(grad)))
+    # reference: rho^2 = <f~, T T* f~> / |f~|^2
+    C, B = _np_parts(ctx, f)
+    np.testing.assert_allclose(eager**2, np.diag(B) / np.diag(C), rtol=1e-4)
+
+
+def test_metrics_refuse_complex_and_bad_input(rng):
+    ctx = _small_context(rng)
+    with pytest.raises(TypeError, match="complex"):
+        spectrum.compatibility(ctx, rng.standard_normal(30) + 1j)
+    with pytest.raises(TypeError, match="complex"):
+        spectrum.ratio_trace(ctx, rng.standard_normal((30, 2)) * 1j)
+    with pytest.raises(ValueError, match="shape"):
+        spectrum.ratio_trace(ctx, rng.standard_normal((29, 2)))
+    with pytest.raises(ValueError, match="singular"):
+        spectrum.ratio_trace(ctx, np.repeat(rng.standard_normal((30, 1)), 2, axis=1))

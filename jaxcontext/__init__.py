@@ -2,16 +2,22 @@
 
 The exact path builds context operators (:mod:`jaxcontext.operators`, :mod:`jaxcontext.contexts`)
 and computes their top singular functions (:mod:`jaxcontext.linalg`, :mod:`jaxcontext.spectrum`);
-:mod:`jaxcontext.datasets` has problems with known spectra and bundled real data. Public names are
+the learned path trains encoders (:mod:`jaxcontext.models`) with the objectives of
+:mod:`jaxcontext.objectives` (:func:`fit`, :mod:`jaxcontext.training`); :mod:`jaxcontext.evaluation`
+compares the two; :mod:`jaxcontext.datasets` has problems with known spectra and bundled real data. Public names are
 re-exported here explicitly (``tests/test_public_api.py`` imports every one).
 """
 
 from . import contexts as contexts
 from . import datasets as datasets
+from . import evaluation as evaluation
 from . import kernels as kernels
 from . import linalg as linalg
+from . import models as models
+from . import objectives as objectives
 from . import operators as operators
 from . import spectrum as spectrum
+from . import training as training
 from ._sharding import RowShardedOperator as RowShardedOperator
 from ._sharding import row_mesh as row_mesh
 from ._sharding import shard_block as shard_block
@@ -28,6 +34,8 @@ from .spectrum import decay_rate as decay_rate
 from .spectrum import ratio_trace as ratio_trace
 from .spectrum import tau as tau
 from .spectrum import worst_case_error as worst_case_error
+from .training import FitResult as FitResult
+from .training import fit as fit
 
 __version__ = "0.1.0.dev0"
 
@@ -42,8 +50,13 @@ __all__ = [
     "contexture",
     "datasets",
     "decay_rate",
+    "evaluation",
+    "fit",
+    "FitResult",
     "kernels",
     "linalg",
+    "models",
+    "objectives",
     "operators",
     "ratio_trace",
     "row_mesh",
@@ -53,5 +66,6 @@ __all__ = [
     "Spectrum",
     "svds",
     "tau",
+    "training",
     "worst_case_error",
 ]

@@ -254,7 +254,8 @@ def _features(values: Any, w: jax.Array, name: str) -> jax.Array:
         f = f[:, None]
     if f.ndim != 2 or f.shape[0] != w.shape[0]:
         raise ValueError(
-            f"{name}: expected shape ({w.shape[0]},) or ({w.shape[0]}, k), got {tuple(jnp.shape(values))}"
+            f"{name}: expected shape ({w.shape[0]},) or ({w.shape[0]}, k), "
+            f"got {tuple(jnp.shape(values))}"
         )
     V.check_nonempty(f, name)
     V.check_finite(f, name)

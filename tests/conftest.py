@@ -2,8 +2,8 @@
 
 x64 is set once here (off), never toggled inside a test body (STYLE.md rule 8). Tests that must hold
 in both precisions take the ``precision`` fixture (or a module sets
-``pytestmark = pytest.mark.usefixtures("precision")``): each such test runs twice, once as is and once
-inside ``jax.enable_x64(True)`` (a thread-local context, entered by the fixture around the test body),
+``pytestmark = pytest.mark.usefixtures("precision")``): each such test runs twice, once as is and
+once inside ``jax.enable_x64(True)`` (a thread-local context the fixture enters around the test),
 where float64 inputs must stay float64. Multi-device tests run in subprocesses with
 XLA_FLAGS=--xla_force_host_platform_device_count=4 (see tests/_subproc.py).
 """

@@ -120,8 +120,10 @@ def test_truncate_equals_the_smaller_solve():
     assert float(big.s[3]) - float(big.s[4]) > 1e-3
     np.testing.assert_allclose(np.asarray(t.s), np.asarray(small.s), atol=1e-6)
     for a, b in ((t.mu, small.mu), (t.nu, small.nu)):  # same span (projectors)
-        qa, qb = np.linalg.qr(np.asarray(a, np.float64))[0], np.linalg.qr(np.asarray(b, np.float64))[0]
+        qa = np.linalg.qr(np.asarray(a, np.float64))[0]
+        qb = np.linalg.qr(np.asarray(b, np.float64))[0]
         np.testing.assert_allclose(qa @ qa.T, qb @ qb.T, atol=1e-4)
-    assert t.spectrum.residuals.shape == (4,) and np.asarray(t.spectrum.info.converged).shape == (4,)
+    assert t.spectrum.residuals.shape == (4,)
+    assert np.asarray(t.spectrum.info.converged).shape == (4,)
     with pytest.raises(ValueError, match="at most 12"):
         big.truncate(13)

@@ -15,6 +15,10 @@ MODULES = [
     "jaxcontext.datasets",
     "jaxcontext.spectrum",
     "jaxcontext.linalg",
+    "jaxcontext.models",
+    "jaxcontext.objectives",
+    "jaxcontext.training",
+    "jaxcontext.evaluation",
 ]
 
 

@@ -203,7 +203,7 @@ def _basis(x: jax.Array, w: jax.Array, *, center: bool, rtol: Any) -> _Basis:
 class _Alignment(NamedTuple):
     corr: jax.Array  # (k,) canonical correlations, descending, 0 beyond r
     theta: jax.Array  # (k,) principal angles, ascending, pi/2 beyond r
-    sin2: jax.Array  # (k,) sin^2 of the angles, 0 beyond r
+    sin2: jax.Array  # (k,) sin^2 of the angles, 1 beyond r (a lost direction is orthogonal)
     rank_a: jax.Array
     rank_b: jax.Array
 
@@ -236,7 +236,7 @@ def _alignment(A: jax.Array, B: jax.Array, w: jax.Array, center: bool, rtol: Any
     return _Alignment(
         corr=jnp.where(valid, cos, 0.0),
         theta=jnp.where(valid, theta, jnp.pi / 2).astype(cos.dtype),
-        sin2=jnp.where(valid, jnp.where(small, sin**2, 1.0 - cos**2), 0.0),
+        sin2=jnp.where(valid, jnp.where(small, sin**2, 1.0 - cos**2), 1.0),
         rank_a=ba.rank,
         rank_b=bb.rank,
     )
@@ -282,14 +282,14 @@ def cca(
     principal angles) and
 
     .. math:: R^2_{CCA} = \frac{\|Q_b^T Q_a\|_F^2}{d} = \frac{1}{d} \sum_k \rho_k^2,
-       \qquad d = \min(\operatorname{rank} a, \operatorname{rank} b)
+       \qquad d = \min(d_a, d_b)
 
     (REFERENCE.md section 5). It is 1 when one span contains the other and invariant to any
     invertible linear map (and constant shift) of either side. The bases are rank-revealing:
     directions whose singular value falls below ``rtol * s_max`` (default ``max(n, d) * eps`` of
-    the dtype, numpy's ``matrix_rank`` rule) are dropped and ``d`` counts only the kept ones, so a
-    *collapsed* encoder is scored on the directions it has: check ``rank_a``/``rank_b``, or use
-    ``mean(correlations**2)`` to divide by ``min(d_a, d_b)`` instead.
+    the dtype, numpy's ``matrix_rank`` rule) are dropped and count as correlation 0, while ``d``
+    stays the number of columns: a *collapsed* encoder (rank 3 of 5 outputs) scores at most 3/5,
+    not 1. ``rank_a``/``rank_b`` report the numerical ranks.
 
     Args:
         a: ``(n, d_a)`` features (or ``(n,)``).
@@ -317,8 +317,7 @@ def cca(
         (1.0, True)
     """
     al = _align(a, b, weights, center, rtol)
-    r = jnp.minimum(al.rank_a, al.rank_b).astype(al.corr.dtype)
-    return CCAResult(r2=jnp.sum(al.corr**2) / r, correlations=al.corr, rank_a=al.rank_a,
+    return CCAResult(r2=jnp.mean(al.corr**2), correlations=al.corr, rank_a=al.rank_a,
                      rank_b=al.rank_b)
 
 
@@ -363,7 +362,8 @@ def subspace_distance(
 
     Computed as the mean of ``sin^2 theta_k`` over the principal angles (the sines themselves for
     small angles, ``1 - cos^2`` for large ones), so it keeps full relative accuracy near 0 where
-    ``1 - R2`` would cancel. ``d = min(rank_a, rank_b)`` as in :func:`cca`, so this is
+    ``1 - R2`` would cancel. ``d = min(d_a, d_b)`` as in :func:`cca` (directions lost to rank
+deficiency count as angle ``pi/2``), so this is
     ``1 - cca(a, b).r2`` up to rounding. Both sides are centred by default: the exact ``mu_i``
     (``i >= 1``) have mean zero already, and a learned encoder's constant carries no information;
     pass ``center=False`` for eigenfunctions whose constant part matters.
@@ -385,7 +385,7 @@ def subspace_distance(
         True
     """
     al = _align(a, b, weights, center, rtol)
-    return jnp.sum(al.sin2) / jnp.minimum(al.rank_a, al.rank_b).astype(al.sin2.dtype)
+    return jnp.mean(al.sin2)
 
 
 # ------------------------------------------------------------------------------------------------

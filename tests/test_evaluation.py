@@ -108,15 +108,20 @@ def test_rank_deficient_inputs_drop_directions(precision, rng):
     tol = _tol(precision, 1e-5, 1e-12)
     r = evaluation.cca(a, x)
     assert int(r.rank_a) == 2 and int(r.rank_b) == 3
-    assert float(r.r2) == pytest.approx(1.0, abs=tol)  # d = min(rank) = 2
+    # d = min(d_a, d_b) = 3 columns: the lost direction counts as correlation 0 (a collapsed
+    # encoder is not scored on the directions it kept only)
+    assert float(r.r2) == pytest.approx(2 / 3, abs=tol)
     np.testing.assert_allclose(np.asarray(r.correlations), [1.0, 1.0, 0.0], atol=tol)
+    assert float(evaluation.subspace_distance(a, x)) == pytest.approx(1 / 3, abs=tol)
     c = np.c_[x[:, 0], x[:, 0], x[:, 0], 2 * x[:, 0]]  # rank 1
     r = evaluation.cca(c, x)
-    assert int(r.rank_a) == 1 and float(r.r2) == pytest.approx(1.0, abs=tol)
+    assert int(r.rank_a) == 1 and float(r.r2) == pytest.approx(1 / 3, abs=tol)
     np.testing.assert_array_equal(np.asarray(r.correlations)[1:], 0.0)
     ang = np.asarray(evaluation.principal_angles(c, x))
     assert ang[0] < 1e-3 and np.all(ang[1:] == np.asarray(np.pi / 2, precision))
-    assert float(evaluation.subspace_distance(c, x)) < tol
+    assert float(evaluation.subspace_distance(c, x)) == pytest.approx(2 / 3, abs=tol)
+    # the common use: the span of a collapsed encoder's kept directions, against itself
+    assert float(evaluation.subspace_distance(c[:, :1], x[:, :1])) < tol
 
 
 # ------------------------------------------------------------------------------------------------

@@ -3,6 +3,14 @@
 Checks run on concrete (host) values before tracing; each message names the argument, what was given
 and what is allowed (STYLE.md rule 7). Under ``jit`` the values are tracers and value checks are
 skipped; shape checks still run because shapes are static.
+
+Dtype policy (shared by every builder; :func:`float_dtype`): a floating input keeps its dtype where
+JAX can hold it -- float64 stays float64 while ``jax_enable_x64`` is on (globally or inside
+``jax.enable_x64(True)``), float32 stays float32 always, and with x64 off float64 becomes float32,
+as ``jnp.asarray`` does. Integer and boolean inputs get JAX's default float dtype
+(:func:`default_float_dtype`: float32, or float64 with x64 on). Complex inputs are refused with a
+TypeError naming the argument (:func:`check_real`): a context, kernel or operator built from them
+would silently drop the imaginary part.
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -18,13 +27,74 @@ def is_concrete(x: Any) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
-def as_float_array(x: Any, name: str, *, ndim: int | tuple[int, ...] | None = None) -> np.ndarray:
-    """Convert ``x`` to a floating numpy array and check its rank; integers become float32."""
-    arr = np.asarray(x)
-    if arr.dtype == object:
+def default_float_dtype() -> np.dtype:
+    """JAX's default float dtype under the current x64 setting (float32, or float64 with x64 on)."""
+    return np.dtype(jax.dtypes.canonicalize_dtype(float))
+
+
+def float_dtype(*dtypes: Any, min_single: bool = False) -> np.dtype:
+    """The float dtype the policy gives inputs of ``dtypes`` (the module docstring's rule).
+
+    The result type of the floating ones, canonicalised as JAX holds it (float64 becomes float32
+    while x64 is off); :func:`default_float_dtype` when none is floating (integers, booleans, or
+    no argument). With ``min_single`` half-precision types (float16, bfloat16) are promoted to
+    float32 (contexts normalise rows and take square roots of marginals: 11 bits would not do).
+    Complex dtypes raise TypeError (use :func:`check_real` for a message naming the argument).
+    """
+    floats = []
+    for d in dtypes:
+        dt = np.dtype(d)
+        if jnp.issubdtype(dt, jnp.complexfloating):
+            raise TypeError(f"complex dtype {dt} is not supported; pass real arrays")
+        if jnp.issubdtype(dt, jnp.floating):
+            floats.append(jax.dtypes.canonicalize_dtype(dt))
+    if not floats:
+        return default_float_dtype()
+    dt = np.dtype(jnp.result_type(*floats))
+    if min_single and dt.itemsize < 4:
+        dt = np.dtype(np.float32)
+    return dt
+
+
+def check_real(arr: Any, name: str) -> None:
+    """Raise TypeError for complex, object or non-numeric input (by dtype: works on tracers).
+
+    Numpy would otherwise cast complex values to real with only a ComplexWarning, silently
+    dropping the imaginary part.
+    """
+    dt = getattr(arr, "dtype", None)
+    if dt is None:
+        return
+    dt = np.dtype(dt)
+    if dt.kind == "O":
         raise TypeError(f"{name}: expected a numeric array, got an object array")
-    if not np.issubdtype(arr.dtype, np.floating):
-        arr = arr.astype(np.float32)
+    if jnp.issubdtype(dt, jnp.complexfloating):
+        raise TypeError(
+            f"{name}: complex input (dtype {dt.name}) is not supported; the imaginary part would "
+            "be dropped. Pass real values (the real part, or the real and imaginary parts as "
+            "separate features)"
+        )
+    if not (jnp.issubdtype(dt, jnp.number) or dt == np.bool_):
+        raise TypeError(f"{name}: expected a numeric array, got dtype {dt}")
+
+
+def as_real_array(x: Any, name: str, dtype: Any = None) -> np.ndarray:
+    """``np.asarray(x)``, refusing complex, object and non-numeric input; cast to ``dtype``."""
+    arr = np.asarray(x)
+    check_real(arr, name)
+    return arr if dtype is None else arr.astype(dtype)
+
+
+def as_float_array(x: Any, name: str, *, ndim: int | tuple[int, ...] | None = None) -> np.ndarray:
+    """Convert ``x`` to a real floating numpy array and check its rank.
+
+    Floating input keeps its dtype (the caller decides with :func:`float_dtype` what JAX holds);
+    integers and booleans become :func:`default_float_dtype`; complex, object and non-numeric
+    input raise TypeError naming ``name``.
+    """
+    arr = as_real_array(x, name)
+    if not jnp.issubdtype(arr.dtype, jnp.floating):
+        arr = arr.astype(default_float_dtype())
     check_ndim(arr, name, ndim)
     return arr
 
@@ -78,7 +148,8 @@ def check_int_range(arr: Any, name: str, low: int, high: int) -> None:
             raise ValueError(f"{name}: expected integer indices, got dtype {a.dtype}")
     if a.size and (a.min() < low or a.max() >= high):
         raise ValueError(
-            f"{name}: indices must lie in [{low}, {high}), got range [{int(a.min())}, {int(a.max())}]"
+            f"{name}: indices must lie in [{low}, {high}), got range "
+            f"[{int(a.min())}, {int(a.max())}]"
         )
 
 

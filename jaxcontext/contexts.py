@@ -34,6 +34,20 @@ Policies:
   ``isolated="error"`` (default) raises a ValueError naming how many and the first few;
   ``isolated="drop"`` removes them with a :class:`ContextWarning`, and
   :attr:`Context.sample_index` maps the remaining samples to the input's indices.
+* **Dtypes.** A context computes in the float dtype of its *data input*: ``x`` for :func:`knn`,
+  :func:`rbf`, :func:`masked`, :func:`transformation` and :func:`from_kernel`; ``y`` for
+  regression :func:`labels`; the adjacency or edge ``weights`` for :func:`graph`; the conditional
+  for :func:`from_conditional`; the features for :func:`teacher`. A floating input keeps its
+  dtype where JAX can hold it: float64 stays float64 while ``jax_enable_x64`` is on (globally or
+  inside ``jax.enable_x64(True)``), float32 stays float32 always, and with x64 off float64
+  becomes float32, as ``jnp.asarray`` does. Integer and boolean data (class labels, unweighted
+  graphs, integer points) get JAX's default float dtype (float32, or float64 with x64 on);
+  half precision is promoted to float32. Everything derived -- ``P``, the weights ``w``, the
+  marginal ``p``, ``Z``, the trivial vectors, the samplers' probabilities, Grams and
+  :meth:`Context.conditional_rows` (new points are cast to the context's dtype) -- has that
+  dtype; secondary inputs (sample weights, mixing weights, kernel parameters) are converted to
+  it. Mixtures (:func:`convolve`, :func:`combine`, :func:`concat`) take the promoted dtype of
+  their components. Complex input is refused with a TypeError naming the argument.
 
 Example:
     >>> import numpy as np
@@ -63,7 +77,6 @@ from .operators import _pytree, _static
 
 Array = jax.Array
 HIGHEST = jax.lax.Precision.HIGHEST
-F32 = jnp.float32
 
 __all__ = [
     "Context",
@@ -298,7 +311,7 @@ def _sparse_rows(P: ops.SparseOperator) -> _SparseRows:
         indptr=P.indptr,
         cols=P.cols,
         vals=P.vals,
-        cdf=jnp.asarray(cdf, F32),
+        cdf=jnp.asarray(cdf, P.vals.dtype),
         num_cols=int(P.shape[1]),
         max_row=int(max(1, counts.max(initial=1))),
     )
@@ -346,12 +359,13 @@ class _OneHotRows(_RowModel):
 
     y: Array
     num_classes: int = _static()
+    dtype: Any = _static(np.dtype(np.float32))
 
     def sample(self, key, i):
         return self.y[i]
 
     def rows(self, i):
-        return jax.nn.one_hot(self.y[i], self.num_classes, dtype=F32)
+        return jax.nn.one_hot(self.y[i], self.num_classes, dtype=self.dtype)
 
     def new_rows(self, x_new, y_new):
         lab = y_new if y_new is not None else x_new
@@ -360,12 +374,13 @@ class _OneHotRows(_RowModel):
                 "labels context: pass the labels of the new points, conditional_rows(y)"
             )
         lab = _check_labels(lab, "y", self.num_classes)
-        return jax.nn.one_hot(jnp.asarray(lab), self.num_classes, dtype=F32)
+        return jax.nn.one_hot(jnp.asarray(lab), self.num_classes, dtype=self.dtype)
 
     def gram(self, i, l, pinv):
         yi = self.y[i]
         yl = yi if l is None else self.y[l]
-        return (yi[:, None] == yl[None, :]).astype(F32) * pinv[yi][:, None].astype(F32)
+        return (yi[:, None] == yl[None, :]).astype(self.dtype) * pinv[yi][:, None].astype(
+            self.dtype)
 
 
 @_pytree
@@ -390,7 +405,8 @@ class _KernelRows(_RowModel):
 
     def new_rows(self, x_new, y_new):
         z = _pick_input(self.use, x_new, y_new)
-        z = _check_new_points(z, self.x.shape[1], "y" if self.use == "y" else "x_new")
+        z = _check_new_points(z, self.x.shape[1], "y" if self.use == "y" else "x_new",
+                              self.x.dtype)
         return _chunked(self._probs, z, self.x.shape[0])
 
 
@@ -432,13 +448,18 @@ class _MaskedKernelRows(_RowModel):
         return _chunked(self._avg, self.x[i], self.x.shape[0])
 
     def new_rows(self, x_new, y_new):
-        z = _check_new_points(_pick_input("x", x_new, y_new), self.x.shape[1], "x_new")
+        z = _check_new_points(_pick_input("x", x_new, y_new), self.x.shape[1], "x_new",
+                              self.x.dtype)
         return _chunked(self._avg, z, self.x.shape[0])
 
 
 @_pytree
 class _KnnRows(_RowModel):
-    """kNN rows (sparse); new rows by a host neighbour search (sklearn), averaged over masks."""
+    """kNN rows (sparse); new rows by a host neighbour search (sklearn), averaged over masks.
+
+    Query points equal to training points get the stored rows of ``P`` (:func:`_training_matches`);
+    the others the ``k`` nearest training points (per mask).
+    """
 
     base: Any
     x: Array
@@ -463,16 +484,25 @@ class _KnnRows(_RowModel):
             raise ValueError(
                 "knn conditional_rows runs a host neighbour search; call it outside jit"
             )
-        z = np.asarray(_check_new_points(z, self.x.shape[1], "x_new"))
+        dt = self.x.dtype
+        z = np.asarray(_check_new_points(z, self.x.shape[1], "x_new", dt))
         xs = np.asarray(self.x)
-        masks = [np.ones(xs.shape[1], bool)] if self.masks is None else np.asarray(self.masks)
-        out = np.zeros((z.shape[0], xs.shape[0]))
-        rr = np.repeat(np.arange(z.shape[0]), self.k)
-        for keep in masks:
-            idx = _knn_query(xs[:, keep], z[:, keep], self.k, self.include_self, self.metric,
-                             self.search)
-            np.add.at(out, (rr, idx.ravel()), 1.0 / self.k)
-        return jnp.asarray(out / len(masks), F32)
+        m = xs.shape[0]
+        out = np.zeros((z.shape[0], m), dt)
+        match = _training_matches(xs, z)
+        hit = np.flatnonzero(match >= 0)
+        if hit.size:  # training points: their stored rows of P, exactly
+            out[hit] = np.asarray(_jit_rows(self.base, _index_array(match[hit], m)))
+        new = np.flatnonzero(match < 0)
+        if new.size:  # other points: the k nearest training points (under each mask)
+            masks = [np.ones(xs.shape[1], bool)] if self.masks is None else np.asarray(self.masks)
+            acc = np.zeros((new.size, m))
+            rr = np.repeat(np.arange(new.size), self.k)
+            for keep in masks:
+                idx = _knn_query(xs[:, keep], z[new][:, keep], self.k, self.metric, self.search)
+                np.add.at(acc, (rr, idx.ravel()), 1.0)
+            out[new] = acc / (self.k * len(masks))
+        return jnp.asarray(out)
 
 
 @_pytree
@@ -574,11 +604,13 @@ class _DualKernelRows(_RowModel):
         )
 
     def gram(self, i, l, pinv):
-        return self.kernel(self.x[i], self.x[i if l is None else l])
+        return self.kernel(self.x[i], self.x[i if l is None else l]).astype(self.x.dtype)
 
     def new_rows(self, x_new, y_new):
-        z = _check_new_points(_pick_input("x", x_new, y_new), self.x.shape[1], "x_new")
-        return _chunked(lambda zc: self.kernel(zc, self.x), z, self.x.shape[0])
+        z = _check_new_points(_pick_input("x", x_new, y_new), self.x.shape[1], "x_new",
+                              self.x.dtype)
+        return _chunked(lambda zc: self.kernel(zc, self.x).astype(self.x.dtype), z,
+                        self.x.shape[0])
 
 
 @_pytree
@@ -605,13 +637,16 @@ class _Alias:
 
     def sample(self, key, n):
         k1, k2 = jax.random.split(key)
-        c = jax.random.randint(k1, (n,), 0, self.prob.shape[0])
-        u = jax.random.uniform(k2, (n,))
+        c = jax.random.randint(k1, (n,), 0, self.prob.shape[0], dtype=self.alias.dtype)
+        u = jax.random.uniform(k2, (n,), self.prob.dtype)
         return jnp.where(u < self.prob[c], c, self.alias[c])
 
 
-def _alias_table(w: np.ndarray) -> _Alias:
-    """Vose's construction in float64 on the host."""
+def _alias_table(w: np.ndarray, dtype: Any = None) -> _Alias:
+    """Vose's construction in float64 on the host; probabilities stored in ``dtype``.
+
+    ``dtype`` defaults to JAX's default float dtype.
+    """
     n = w.size
     q = (w * (n / w.sum())).tolist()
     prob = [1.0] * n
@@ -628,7 +663,8 @@ def _alias_table(w: np.ndarray) -> _Alias:
             large.pop()
             small.append(g)
     idx = V.index_dtype(n)
-    return _Alias(prob=jnp.asarray(np.array(prob), F32), alias=jnp.asarray(np.array(alias, idx)))
+    dt = V.default_float_dtype() if dtype is None else np.dtype(dtype)
+    return _Alias(prob=jnp.asarray(np.array(prob), dt), alias=jnp.asarray(np.array(alias, idx)))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -736,7 +772,8 @@ class Context:
     # -- sampling ----------------------------------------------------------------------------------
     def _sample_x(self, key: Array, batch: int) -> Array:
         if self.wsampler is None:
-            return jax.random.randint(key, (batch,), 0, self.shape[0])
+            m = self.shape[0]
+            return jax.random.randint(key, (batch,), 0, m, dtype=V.index_dtype(m))
         return self.wsampler.sample(key, batch)
 
     def sample_indices(self, key: Array, batch: int) -> tuple[Array, Array]:
@@ -842,7 +879,12 @@ class Context:
         :func:`labels` (pass the new points' labels, positionally or as ``y=``; regression targets
         likewise), their mixtures, and :func:`from_kernel`, where the rows are the dual-kernel
         rows ``k_X+(x, x_l)`` of shape ``(b, m)``. Used for out-of-sample extension of singular
-        functions. At the training points the rows equal those of ``P``.
+        functions. New points are cast to the context's dtype, and so are the rows.
+
+        At the training points the rows equal those of ``P``: for kernel contexts to rounding (the
+        same formula), for :func:`knn` exactly -- a query point equal to a training point (bitwise,
+        in the context's dtype) gets that point's stored row, the ``r``-th query of a duplicated
+        value the row of the ``r``-th training point holding it (see :func:`knn`).
 
         Raises:
             NotImplementedError: for contexts whose conditional cannot be evaluated at new inputs
@@ -872,6 +914,11 @@ def _jit_sample_pairs(ctx: Context, key: Array, batch: int) -> tuple[Any, Any]:
 @jax.jit
 def _jit_gram(ctx: Context, i: Array, l: Array | None) -> Array:
     return ctx._gram(i, l)
+
+
+@jax.jit
+def _jit_rows(rows: Any, i: Array) -> Array:
+    return rows.rows(i)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -927,18 +974,26 @@ def _pick_input(use: str, x_new: Any, y_new: Any) -> Any:
     return x_new
 
 
-def _check_points(x: Any, name: str = "x", *, ndim: Any = 2) -> Array:
+def _float_dtype(*dtypes: Any) -> np.dtype:
+    """The dtype policy of the module docstring (half precision promoted to float32)."""
+    return V.float_dtype(*dtypes, min_single=True)
+
+
+def _check_points(x: Any, name: str = "x", *, ndim: Any = 2, dtype: Any = None) -> Array:
+    """Real, finite, non-empty points as a JAX array of ``dtype`` (default: the policy's)."""
     arr = V.as_float_array(x, name, ndim=ndim)
     V.check_nonempty(arr, name)
     V.check_finite(arr, name)
-    return jnp.asarray(arr)
+    return jnp.asarray(arr.astype(_float_dtype(arr.dtype) if dtype is None else dtype))
 
 
-def _check_new_points(z: Any, dim: int, name: str) -> Array:
+def _check_new_points(z: Any, dim: int, name: str, dtype: Any) -> Array:
+    """New points for ``conditional_rows``, cast to the context's ``dtype``."""
     if isinstance(z, jax.core.Tracer):
-        a = z.astype(F32) if not jnp.issubdtype(z.dtype, jnp.floating) else z
+        V.check_real(z, name)
+        a = z.astype(dtype)
     else:
-        a = _check_points(z, name, ndim=(1, 2))
+        a = _check_points(z, name, ndim=(1, 2), dtype=dtype)
     if a.ndim == 1:
         a = a[:, None] if dim == 1 else a[None, :]
     if a.shape[1] != dim:
@@ -957,7 +1012,7 @@ def _check_positive_scalar(v: Any, name: str) -> float:
 
 
 def _check_labels(y: Any, name: str, num_classes: int | None = None) -> np.ndarray:
-    a = np.asarray(y)
+    a = V.as_real_array(y, name)
     V.check_ndim(a, name, 1)
     V.check_nonempty(a, name)
     if not np.issubdtype(a.dtype, np.integer):
@@ -985,7 +1040,7 @@ def _check_isolated(isolated: str) -> None:
 
 
 def _check_prob_vector(w: Any, name: str, n: int) -> np.ndarray:
-    a = np.asarray(w, np.float64)
+    a = V.as_real_array(w, name, np.float64)
     if a.shape != (n,):
         raise ValueError(f"{name}: expected shape ({n},), got {a.shape}")
     V.check_finite(a, name)
@@ -1046,12 +1101,12 @@ def _normalize(P: ops.LinearOperator, left: Array, right: Array) -> ops.LinearOp
     return seq[0] if len(seq) == 1 else ops.ProductOperator(ops=tuple(seq))
 
 
-def _weights(weights: Any, m: int) -> tuple[Array, Any]:
+def _weights(weights: Any, m: int, dtype: Any) -> tuple[Array, Any]:
     if weights is None:
-        return jnp.full((m,), 1.0 / m, F32), None
+        return jnp.full((m,), 1.0 / m, dtype), None
     w64 = np.asarray(weights, np.float64)
-    sampler = None if np.all(w64 == w64[0]) else _alias_table(w64)
-    return jnp.asarray(w64, F32), sampler
+    sampler = None if np.all(w64 == w64[0]) else _alias_table(w64, dtype)
+    return jnp.asarray(w64, dtype), sampler
 
 
 def _build(
@@ -1069,9 +1124,13 @@ def _build(
     normalized: Any = None,
     symmetric: bool = False,
 ) -> Context:
-    """Finish a context from its conditional: marginal, zero-marginal policy, operator."""
+    """Finish a context from its conditional: marginal, zero-marginal policy, operator.
+
+    Everything derived takes the conditional's dtype.
+    """
     m, M = P.shape
-    w, wsampler = _weights(weights, m)
+    dt = np.dtype(P.dtype)
+    w, wsampler = _weights(weights, m, dt)
     if p is None:
         p = _rmatvec(P, w)
     p64 = np.asarray(p, np.float64)
@@ -1087,13 +1146,13 @@ def _build(
         )
     q = np.where(zero, 0.0, 1.0 / np.sqrt(np.where(zero, 1.0, p64)))
     if normalized is None:
-        normalized = _normalize(P, jnp.sqrt(w), jnp.asarray(q, F32))
+        normalized = _normalize(P, jnp.sqrt(w), jnp.asarray(q, dt))
     return Context(
         conditional=P,
         weights=w,
         normalized=normalized,
-        right=jnp.asarray(np.sqrt(np.maximum(p64, 0.0)), F32),
-        p=jnp.asarray(p64, F32),
+        right=jnp.asarray(np.sqrt(np.maximum(p64, 0.0)), dt),
+        p=jnp.asarray(p64, dt),
         x=x,
         a_values=a_values,
         rows=rows,
@@ -1124,8 +1183,9 @@ def labels(
 ) -> Context:
     r"""Build the label context: ``A`` is the label of ``x``.
 
-    Classification: ``P+(a | x_i) = onehot(y_i)`` (sparse ``m x C``), ``A`` = the class index,
-    ``k_X+(x, x') = 1[y = y'] / p_y``; balanced ``C`` classes give ``s_1..s_{C-1} = 1``, then 0.
+    Classification: ``P+(a | x_i) = onehot(y_i)`` (sparse ``m x C``, JAX's default float dtype),
+    ``A`` = the class index, ``k_X+(x, x') = 1[y = y'] / p_y``; balanced ``C`` classes give
+    ``s_1..s_{C-1} = 1``, then 0.
     Regression (``kind="regression"``): an RBF context on the target values,
     ``P[i, j] = exp(-gamma |y_i - y_j|^2) / sum_l exp(-gamma |y_i - y_l|^2)``, ``A`` = the samples'
     targets (see :func:`rbf`).
@@ -1147,16 +1207,13 @@ def labels(
         [0.5, 0.5]
     """
     if kind == "regression":
-        z = V.as_float_array(y, "y", ndim=(1, 2))
-        if z.ndim == 1:
-            z = z[:, None]
-        V.check_nonempty(z, "y")
-        V.check_finite(z, "y")
+        zj = _check_points(y, "y", ndim=(1, 2))
+        if zj.ndim == 1:
+            zj = zj[:, None]
         if gamma is None:
             raise ValueError("labels: gamma is required for kind='regression' (RBF on the targets)")
         g = _check_positive_scalar(gamma, "gamma")
-        zj = jnp.asarray(z)
-        xs = None if x is None else _check_samples(x, z.shape[0])
+        xs = None if x is None else _check_samples(x, zj.shape[0])
         P, p, rows = _kernel_parts(zj, K.RBF(g), materialize_bytes=materialize_bytes,
                                    block_rows=None, use="y")
         return _build(P, p=p, x=xs, a_values=zj, rows=rows, name="labels",
@@ -1168,47 +1225,56 @@ def labels(
                                                                            "num_classes")
     m = ya.shape[0]
     xs = None if x is None else _check_samples(x, m)
-    P = ops.sparse_from_edges(np.arange(m), ya, np.ones(m), (m, C))
+    dt = V.default_float_dtype()  # integer labels: JAX's default float dtype
+    P = ops.sparse_from_edges(np.arange(m), ya, np.ones(m), (m, C), dtype=dt)
     p = np.bincount(ya, minlength=C) / m
-    rows = _OneHotRows(y=_index_array(ya, C), num_classes=C)
+    rows = _OneHotRows(y=_index_array(ya, C), num_classes=C, dtype=dt)
     return _build(P, p=p, x=xs, a_values=jnp.arange(C), rows=rows, name="labels",
                   info=(("kind", "classification"), ("num_classes", C)))
 
 
 def _check_samples(x: Any, m: int) -> Array:
-    a = np.asarray(x)
+    a = V.as_real_array(x, "x")
     if a.ndim == 0 or a.shape[0] != m:
         raise ValueError(f"x: expected {m} samples (leading axis), got shape {a.shape}")
     V.check_finite(a, "x")
     return jnp.asarray(a)
 
 
-def _coo(adjacency: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
-    """Host COO arrays of a dense / scipy / SparseOperator / BCOO adjacency."""
+def _coo(adjacency: Any, name: str = "adjacency"
+         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int], np.dtype]:
+    """Host COO arrays (float64 values) of a dense / scipy / SparseOperator / BCOO matrix.
+
+    The last item is the float dtype the policy gives the matrix's values.
+    """
     if isinstance(adjacency, ops.SparseOperator):
         return (np.asarray(adjacency.rows).astype(np.int64), np.asarray(adjacency.cols).astype(
-            np.int64), np.asarray(adjacency.vals, np.float64), adjacency.shape)
+            np.int64), np.asarray(adjacency.vals, np.float64), adjacency.shape,
+            _float_dtype(adjacency.dtype))
     if isinstance(adjacency, ops.LinearOperator):
         raise ValueError(
-            f"adjacency: expected a dense array, scipy sparse matrix or SparseOperator, got "
+            f"{name}: expected a dense array, scipy sparse matrix or SparseOperator, got "
             f"{type(adjacency).__name__}"
         )
     if hasattr(adjacency, "tocoo") and not isinstance(adjacency, (np.ndarray, jax.Array)):
+        V.check_real(adjacency, name)
         c = adjacency.tocoo()
         return (np.asarray(c.row, np.int64), np.asarray(c.col, np.int64),
-                np.asarray(c.data, np.float64), tuple(c.shape))
+                np.asarray(c.data, np.float64), tuple(c.shape), _float_dtype(c.dtype))
     try:
         from jax.experimental import sparse as jsparse
 
         if isinstance(adjacency, (jsparse.BCOO, jsparse.BCSR)):
-            return _coo(ops.sparse(adjacency))
+            V.check_real(adjacency, name)
+            return _coo(ops.sparse(adjacency), name)
     except ImportError:  # pragma: no cover
         pass
-    a = np.asarray(adjacency, np.float64)
-    V.check_ndim(a, "adjacency", 2)
-    V.check_finite(a, "adjacency")
+    a0 = V.as_real_array(adjacency, name)
+    a = a0.astype(np.float64)
+    V.check_ndim(a, name, 2)
+    V.check_finite(a, name)
     r, c = np.nonzero(a)
-    return r.astype(np.int64), c.astype(np.int64), a[r, c], a.shape
+    return r.astype(np.int64), c.astype(np.int64), a[r, c], a.shape, _float_dtype(a0.dtype)
 
 
 def _coalesce(r, c, v, n_cols):
@@ -1232,6 +1298,8 @@ def graph(
     ``P = D^{-1} W`` and ``P_X(u) = deg(u) / sum deg``, so ``Z = D^{-1/2} W D^{-1/2}`` (symmetric
     for an undirected graph) and the singular values are ``|eig(D^{-1/2} W D^{-1/2})|``. Inputs and
     context values are node ids (``x`` is None; :meth:`Context.sample_pairs` returns node ids).
+    The dtype is that of the weights (JAX's default float dtype for an unweighted edge list or an
+    integer / boolean adjacency); degrees and normalisations are computed in float64 on the host.
 
     Args:
         adjacency: ``(n, n)`` non-negative weights as a dense array, scipy sparse matrix or
@@ -1255,21 +1323,25 @@ def graph(
     if (adjacency is None) == (edges is None):
         raise ValueError("graph: pass exactly one of adjacency= or edges=")
     if edges is not None:
-        e = np.asarray(edges)
+        e = V.as_real_array(edges, "edges")
         if e.ndim != 2 or e.shape[1] != 2:
             raise ValueError(f"edges: expected an (E, 2) integer array, got shape {e.shape}")
         V.check_nonempty(e, "edges")
         n = int(e.max()) + 1 if num_nodes is None else V.check_positive_int(num_nodes, "num_nodes")
         V.check_int_range(e, "edges", 0, n)
         r, c = e[:, 0].astype(np.int64), e[:, 1].astype(np.int64)
-        v = np.ones(r.size) if weights is None else np.asarray(weights, np.float64).ravel()
+        if weights is None:
+            v, dt = np.ones(r.size), V.default_float_dtype()
+        else:
+            w0 = V.as_real_array(weights, "weights")
+            v, dt = w0.astype(np.float64).ravel(), _float_dtype(w0.dtype)
         if v.shape != r.shape:
             raise ValueError(f"weights: expected {r.size} edge weights, got shape {v.shape}")
         shape = (n, n)
     else:
         if weights is not None or num_nodes is not None:
             raise ValueError("graph: weights= and num_nodes= go with edges=, not adjacency=")
-        r, c, v, shape = _coo(adjacency)
+        r, c, v, shape, dt = _coo(adjacency)
         if shape[0] != shape[1]:
             raise ValueError(f"adjacency: expected a square matrix, got shape {shape}")
     name_w = "weights" if edges is not None else "adjacency"
@@ -1298,7 +1370,7 @@ def graph(
         deg = deg[kept]
     din = np.bincount(c, weights=v, minlength=n_cols)
     vol = deg.sum()
-    P = ops.sparse_from_edges(r, c, v / deg[r], (n_rows, n_cols))
+    P = ops.sparse_from_edges(r, c, v / deg[r], (n_rows, n_cols), dtype=dt)
     Z = dataclasses.replace(P, vals=jnp.asarray(v / np.sqrt(deg[r] * din[c]), P.vals.dtype))
     sym = n_rows == n_cols and _is_symmetric(r, c, v, n_cols)
     return _build(P, p=din / vol, weights=deg / vol, a_values=_index_array(col_ids, n),
@@ -1324,10 +1396,12 @@ def from_conditional(
 ) -> Context:
     r"""Build a context from a given conditional matrix ``P[i, j] ∝ P+(a_j | x_i)``.
 
-    Rows are normalised to sum to one. Dense arrays stay dense, scipy / sparse inputs become a
+    Rows are normalised to sum to one (in float64 on the host for dense and sparse input). Dense
+    arrays stay dense, scipy / sparse inputs become a
     :class:`~jaxcontext.operators.SparseOperator`; any other
     :class:`~jaxcontext.operators.LinearOperator` is normalised lazily (its entries must be
-    non-negative; that is not checked).
+    non-negative; that is not checked). The context's dtype is the conditional's (module
+    docstring); ``weights`` are converted to it.
 
     Args:
         conditional: ``(m, M)`` non-negative matrix.
@@ -1365,18 +1439,20 @@ def from_conditional(
         if isolated == "drop" and np.any(~(rs > 0)):
             raise ValueError("isolated='drop' needs a dense or sparse conditional, not a lazy one")
         _empty_rows(rs, "error", name, "sample(s)")
-        P = ops.product(ops.diag(jnp.asarray(1.0 / rs, F32)), P0)
+        P = ops.product(ops.diag(jnp.asarray(1.0 / rs, _float_dtype(P0.dtype))), P0)
         w = None if weights is None else _check_prob_vector(weights, "weights", m)
         xs = None if x is None else _check_samples(x, m)
         return _build(P, weights=w, x=xs, a_values=a_values, rows=_OperatorRows(P=P), name=name)
     if dense_in:
-        a = V.as_float_array(conditional, "conditional", ndim=2).astype(np.float64)
+        a0 = V.as_float_array(conditional, "conditional", ndim=2)
+        dt = _float_dtype(a0.dtype)
+        a = a0.astype(np.float64)
         V.check_nonempty(a, "conditional")
         V.check_finite(a, "conditional")
         V.check_nonnegative(a, "conditional")
         rs = a.sum(1)
     else:
-        r, c, v, shape = _coo(conditional)
+        r, c, v, shape, dt = _coo(conditional, "conditional")
         V.check_finite(v, "conditional")
         V.check_nonnegative(v, "conditional")
         if shape[0] == 0 or shape[1] == 0:
@@ -1397,7 +1473,7 @@ def from_conditional(
         if kept is not None:
             a, rs = a[kept], rs[kept]
         pn = a / rs[:, None]
-        P = ops.dense(jnp.asarray(pn, F32))
+        P = ops.dense(jnp.asarray(pn.astype(dt)))
         rows = _DenseRows(P=P.array)
         wv = np.full(pn.shape[0], 1.0 / pn.shape[0]) if w is None else w
         p = pn.T @ wv
@@ -1409,7 +1485,7 @@ def from_conditional(
             r, c, v = new[r][sel], c[sel], v[sel]
             rs = rs[kept]
         n_rows = rs.size
-        P = ops.sparse_from_edges(r, c, v / rs[r], (n_rows, shape[1]))
+        P = ops.sparse_from_edges(r, c, v / rs[r], (n_rows, shape[1]), dtype=dt)
         rows = _sparse_rows(P)
         wv = np.full(n_rows, 1.0 / n_rows) if w is None else w
         p = np.bincount(c, weights=v / rs[r] * wv[r], minlength=shape[1])
@@ -1419,26 +1495,67 @@ def from_conditional(
 
 def _knn_indices(x: np.ndarray, k: int, include_self: bool, metric: str,
                  search: tuple = ()) -> np.ndarray:
+    """``(m, k)`` neighbours of the training points, self excluded or included *by index*.
+
+    Without ``include_self`` sklearn's ``kneighbors(None)`` drops each sample from its own list by
+    index (a duplicate of ``x_i`` at distance 0 is a neighbour, ``x_i`` itself is not); with it,
+    ``x_i`` is the first entry and its ``k - 1`` nearest other samples follow, so a float32
+    self-distance of ~1e-7 or more than ``k`` duplicates cannot push ``x_i`` out of its own list.
+    """
     try:
         from sklearn.neighbors import NearestNeighbors
     except ImportError as e:  # pragma: no cover
         raise ImportError("knn contexts need scikit-learn: pip install 'jaxcontext[ref]'") from e
-    nn = NearestNeighbors(n_neighbors=k, metric=metric, **dict(search)).fit(x)
+    m = x.shape[0]
     if include_self:
-        return nn.kneighbors(x, n_neighbors=k, return_distance=False)
+        own = np.arange(m)[:, None]
+        if k == 1:
+            return own
+        nn = NearestNeighbors(n_neighbors=k - 1, metric=metric, **dict(search)).fit(x)
+        return np.concatenate([own, nn.kneighbors(None, n_neighbors=k - 1,
+                                                  return_distance=False)], axis=1)
+    nn = NearestNeighbors(n_neighbors=k, metric=metric, **dict(search)).fit(x)
     return nn.kneighbors(None, n_neighbors=k, return_distance=False)
 
 
-def _knn_query(xfit, xq, k, include_self, metric, search=()) -> np.ndarray:
-    """Find the k nearest training points of new points (distance 0 counts as that sample)."""
+def _knn_query(xfit, xq, k, metric, search=()) -> np.ndarray:
+    """Find the ``k`` nearest training points of new points (none of them a training point)."""
     from sklearn.neighbors import NearestNeighbors
 
     nn = NearestNeighbors(metric=metric, **dict(search)).fit(xfit)
-    if include_self:
-        return nn.kneighbors(xq, n_neighbors=k, return_distance=False)
-    dist, ind = nn.kneighbors(xq, n_neighbors=k + 1)
-    self_hit = dist[:, :1] == 0
-    return np.where(self_hit, ind[:, 1:], ind[:, :k])
+    return nn.kneighbors(xq, n_neighbors=k, return_distance=False)
+
+
+def _training_matches(x: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """For each query row of ``z``, the index of a training row of ``x`` equal to it, else -1.
+
+    Rows are compared bitwise in ``x``'s dtype, after adding ``+0.0`` (so ``-0.0`` equals
+    ``0.0``). Duplicated training values are matched in order: the ``r``-th query row holding a
+    value gets the ``r``-th training row holding it (index order), cycling when the query repeats
+    the value more often; so ``z = x`` maps every row to itself, duplicates included.
+    """
+    b = z.shape[0]
+    if x.shape[1] == 0 or b == 0:
+        return np.full(b, -1, np.int64)
+    zero = x.dtype.type(0)
+    void = np.dtype((np.void, x.dtype.itemsize * x.shape[1]))
+    xv = np.ascontiguousarray(x + zero).view(void).ravel()
+    zv = np.ascontiguousarray(z.astype(x.dtype) + zero).view(void).ravel()
+    order = np.argsort(xv, kind="stable")  # equal values: ascending index
+    xsorted = xv[order]
+    lo = np.searchsorted(xsorted, zv, side="left")
+    count = np.searchsorted(xsorted, zv, side="right") - lo
+    zo = np.argsort(zv, kind="stable")  # rank of each query among equal queries
+    zs = zv[zo]
+    first = np.ones(b, bool)
+    first[1:] = zs[1:] != zs[:-1]
+    start = np.maximum.accumulate(np.where(first, np.arange(b), 0))
+    rank = np.empty(b, np.int64)
+    rank[zo] = np.arange(b) - start
+    out = np.full(b, -1, np.int64)
+    hit = count > 0
+    out[hit] = order[lo[hit] + rank[hit] % count[hit]]
+    return out
 
 
 def _check_knn(x: Any, k: Any) -> tuple[Array, int]:
@@ -1468,7 +1585,16 @@ def knn(
     ``P[i, j] = 1/k`` for the ``k`` nearest neighbours ``j`` of ``x_i`` (sparse ``m x m``, not
     symmetric), ``A = X`` (``a_values`` = ``x``). Points that are nobody's neighbour have zero
     marginal (warned, zero weight). Neighbours come from
-    :class:`sklearn.neighbors.NearestNeighbors`.
+    :class:`sklearn.neighbors.NearestNeighbors`, searched on ``x`` as stored (in the context's
+    dtype); ties in distance are broken by sklearn's search. ``x_i`` itself is excluded (or, with
+    ``include_self``, included first) by index, so a duplicate of ``x_i`` is an ordinary neighbour
+    at distance 0.
+
+    :meth:`Context.conditional_rows` at a query point equal to a training point (bitwise in the
+    context's dtype) returns that point's stored row of ``P``; with duplicated training points the
+    ``r``-th query of a value gets the row of the ``r``-th training point holding it, so
+    ``conditional_rows(x)`` reproduces ``P`` exactly. Any other point gets ``1/k`` on its ``k``
+    nearest training points.
 
     Args:
         x: ``(m, D)`` samples.
@@ -1491,7 +1617,7 @@ def knn(
     search = _search_settings(algorithm, n_jobs)
     idx = _knn_indices(np.asarray(xs), k, include_self, metric, search)
     P = ops.sparse_from_edges(np.repeat(np.arange(m), k), idx.ravel(), np.full(m * k, 1.0 / k),
-                              (m, m))
+                              (m, m), dtype=xs.dtype)
     p = np.bincount(idx.ravel(), minlength=m) / (m * k)
     rows = _KnnRows(base=_sparse_rows(P), x=xs, k=k, include_self=bool(include_self),
                     metric=metric, search=search)
@@ -1503,12 +1629,12 @@ def _kernel_parts(z: Array, kernel: Any, *, materialize_bytes: int, block_rows: 
                   use: str = "x"):
     """Conditional ``diag(1/K 1) K``, its marginal under uniform weights, and the row model."""
     m = z.shape[0]
-    if m * m * 4 <= int(materialize_bytes):
+    if m * m * z.dtype.itemsize <= int(materialize_bytes):
         pd, p = _dense_conditional(z, kernel)
         P = ops.DenseOperator(array=pd)
     else:
         Kop = ops.kernel_operator(z, z, kernel, block_rows=block_rows)
-        r, p = _kernel_sums(Kop, jnp.full((m,), 1.0 / m, F32))
+        r, p = _kernel_sums(Kop, jnp.full((m,), 1.0 / m, z.dtype))
         P = ops.product(ops.DiagonalOperator(d=1.0 / r), Kop)
     return P, p, _KernelRows(x=z, kernel=kernel, use=use)
 
@@ -1524,12 +1650,13 @@ def rbf(
 
     ``A = X``. Built on a matrix-free :class:`~jaxcontext.operators.KernelOperator` composed with
     diagonal scalings (row sums by one product), materialised as a dense matrix only when
-    ``m * m * 4`` bytes fit ``materialize_bytes``.
+    ``m * m * itemsize`` bytes fit ``materialize_bytes`` (``itemsize`` of the context's dtype,
+    that of ``x``: module docstring).
 
     Args:
         x: ``(m, D)`` samples.
         gamma: ``> 0``.
-        materialize_bytes: budget for a dense ``m x m`` conditional.
+        materialize_bytes: budget in bytes for a dense ``m x m`` conditional.
         block_rows: tile rows of the matrix-free kernel (default from a 64 MiB tile budget).
 
     Example:
@@ -1596,9 +1723,9 @@ def masked(
     kept by mask ``r`` (:func:`feature_masks`: each mask hides ``round(ratio * D)`` features): a
     convex combination of conditionals on the same space ``A = X`` (REFERENCE.md section 2). For
     RBF it is a :func:`~jaxcontext.operators.weighted_sum` of matrix-free per-mask conditionals
-    (materialised dense when ``m * m * 4`` bytes fit ``materialize_bytes``); for kNN the per-mask
-    sparse conditionals are summed into one sparse matrix (the same operator, faster products).
-    The sampler draws a mask per sample, then a neighbour under it.
+    (materialised dense when ``m * m * itemsize`` bytes fit ``materialize_bytes``); for kNN the
+    per-mask sparse conditionals are summed into one sparse matrix (the same operator, faster
+    products). The sampler draws a mask per sample, then a neighbour under it.
 
     Args:
         x: ``(m, D)`` samples.
@@ -1636,8 +1763,8 @@ def masked(
         g = _check_positive_scalar(gamma, "gamma")
         kern = K.RBF(g)
         mf = masks.astype(xs.dtype)
-        w = jnp.full((m,), 1.0 / m, F32)
-        if m * m * 4 <= int(materialize_bytes):
+        w = jnp.full((m,), 1.0 / m, xs.dtype)
+        if m * m * xs.dtype.itemsize <= int(materialize_bytes):
             pd, p = _dense_masked_conditional(xs, mf, kern)
             P = ops.DenseOperator(array=pd)
         else:
@@ -1648,7 +1775,7 @@ def masked(
                 rs, pr = _kernel_sums(Kop, w)
                 parts.append(ops.product(ops.DiagonalOperator(d=1.0 / rs), Kop))
                 p = p + pr
-            P = ops.weighted_sum(parts, jnp.full((R,), 1.0 / R, F32))
+            P = ops.weighted_sum(parts, jnp.full((R,), 1.0 / R, xs.dtype))
             p = p / R
         rows = _MaskedKernelRows(x=xs, masks=mf, kernel=kern)
         return _build(P, p=p, x=xs, a_values=xs, rows=rows, name="masked",
@@ -1664,7 +1791,8 @@ def masked(
             _knn_indices(xh[:, keep], k, include_self, metric, search).ravel() for keep in mh
         ])
         rws = np.tile(np.repeat(np.arange(m), k), R)
-        P = ops.sparse_from_edges(rws, cols, np.full(cols.size, 1.0 / (k * R)), (m, m))
+        P = ops.sparse_from_edges(rws, cols, np.full(cols.size, 1.0 / (k * R)), (m, m),
+                                  dtype=xs.dtype)
         p = np.bincount(cols, minlength=m) / (m * k * R)
         rows = _KnnRows(base=_sparse_rows(P), x=xs, masks=jnp.asarray(mh), k=k,
                         include_self=bool(include_self), metric=metric, search=search)
@@ -1689,7 +1817,8 @@ def transformation(
     ``enumerate_fn(x_i) -> (values, probs)`` (``P[i, v] = probs``), or estimated from
     ``num_draws`` draws per sample (``P[i, v]`` = empirical frequency of value ``v``; the values
     must be discrete for this to mean anything -- if every draw is distinct a
-    :class:`ContextWarning` says so). ``a_values`` holds the distinct values.
+    :class:`ContextWarning` says so). ``a_values`` holds the distinct values. The operator's dtype
+    is that of ``x`` (JAX's default float dtype for integer ``x``; module docstring).
 
     Args:
         x: ``(m, ...)`` samples.
@@ -1707,9 +1836,8 @@ def transformation(
         >>> ctx.shape
         (3, 6)
     """
-    xa = np.asarray(x)
-    if xa.dtype == object:
-        raise TypeError("x: expected a numeric array, got an object array")
+    xa = V.as_real_array(x, "x")
+    dt = _float_dtype(xa.dtype)
     V.check_nonempty(xa, "x")
     if xa.ndim == 0:
         raise ValueError("x: expected (m, ...) samples, got a scalar")
@@ -1760,8 +1888,7 @@ def transformation(
         rows_ = np.tile(np.arange(m), T)
         probs = np.full(allv.shape[0], 1.0 / T)
         info = (("num_draws", T),)
-    if allv.dtype == object:
-        raise TypeError("transformed values: expected numeric arrays")
+    V.check_real(allv, "transformed values")
     V.check_finite(allv, "transformed values")
     flat = allv.reshape(allv.shape[0], -1)
     uniq, inv = np.unique(flat, axis=0, return_inverse=True)
@@ -1775,7 +1902,7 @@ def transformation(
             ContextWarning,
             stacklevel=2,
         )
-    P = ops.sparse_from_edges(rows_, inv, probs, (m, U))
+    P = ops.sparse_from_edges(rows_, inv, probs, (m, U), dtype=dt)
     p = np.bincount(inv, weights=probs / m, minlength=U)
     a_values = jnp.asarray(uniq.reshape((U,) + allv.shape[1:]))
     return _build(P, p=p, x=jnp.asarray(xa), a_values=a_values, rows=_sparse_rows(P),
@@ -1795,14 +1922,15 @@ def from_kernel(
     (matrix-free through :class:`~jaxcontext.operators.KernelOperator`, dense when it fits
     ``materialize_bytes``); its eigenvalues estimate ``s_i^2``. :meth:`Context.gram` evaluates
     ``kernel_fn``, :meth:`Context.conditional_rows` returns ``k_X+(x_new, x_l)``. There is no
-    pair sampler and no marginal.
+    pair sampler and no marginal. The dtype is that of ``x`` (module docstring); kernel values
+    are cast to it.
 
     Args:
         x: ``(m, D)`` samples.
         kernel_fn: ``kernel_fn(x_batch, y_batch) -> Gram``, symmetric positive semi-definite,
             e.g. :class:`jaxcontext.kernels.Mehler` (a pytree kernel keeps its parameters
             traceable; plain functions are wrapped in ``jax.tree_util.Partial``).
-        materialize_bytes: budget for a dense ``m x m`` operator.
+        materialize_bytes: budget in bytes for a dense ``m x m`` operator.
         block_rows: tile rows of the matrix-free operator.
 
     Example:
@@ -1818,19 +1946,22 @@ def from_kernel(
         raise ValueError(f"kernel_fn: expected a callable, got {type(kernel_fn).__name__}")
     kern = kernel_fn if ops._is_pytree_callable(kernel_fn) else jax.tree_util.Partial(kernel_fn)
     m = xs.shape[0]
-    if m * m * 4 <= int(materialize_bytes):
+    dt = xs.dtype
+    if m * m * dt.itemsize <= int(materialize_bytes):
         kd = jnp.asarray(kern(xs, xs))
         if kd.shape != (m, m):
             raise ValueError(f"kernel_fn: expected an ({m}, {m}) Gram, got shape {kd.shape}")
+        V.check_real(kd, "kernel_fn(x, x)")
         V.check_finite(kd, "kernel_fn(x, x)")
+        kd = kd.astype(dt)
         kh = np.asarray(kd, np.float64)
-        tol = 100 * np.finfo(np.float32).eps * max(1.0, np.abs(kh).max())
+        tol = 100 * np.finfo(dt).eps * max(1.0, np.abs(kh).max())
         if np.abs(kh - kh.T).max() > tol:
             raise ValueError("kernel_fn: the Gram matrix is not symmetric; a dual kernel must be")
-        normalized = ops.DenseOperator(array=(kd / m).astype(F32))
+        normalized = ops.DenseOperator(array=kd / m)
     else:
         normalized = ops.kernel_operator(xs, xs, kern, block_rows=block_rows) * (1.0 / m)
-    w = jnp.full((m,), 1.0 / m, F32)
+    w = jnp.full((m,), 1.0 / m, dt)
     label = repr(kernel_fn) if len(repr(kernel_fn)) <= 80 else type(kernel_fn).__name__
     return Context(conditional=None, weights=w, normalized=normalized, right=jnp.sqrt(w), p=None,
                    x=xs, rows=_DualKernelRows(x=xs, kernel=kern), name="from_kernel",
@@ -1843,7 +1974,8 @@ def teacher(features: Any, *, x: Any = None) -> Context:
     The features ``F`` (``m x r``) are centred and whitened (``F_w^T F_w / m = I``), dropping
     rank-deficient directions with a :class:`ContextWarning`; then
     ``Z = [1, F_w] / sqrt(m)`` (dense, ``m x (1 + rank)``) has orthonormal columns: every singular
-    value is 1 (multiplicity ``1 + rank``), the trivial pair is ``(sqrt(w), e_0)``.
+    value is 1 (multiplicity ``1 + rank``), the trivial pair is ``(sqrt(w), e_0)``. Whitening runs
+    in float64 on the host; the result has the features' dtype (module docstring).
 
     Args:
         features: ``(m, r)`` teacher features ``f(x_i)``.
@@ -1859,6 +1991,7 @@ def teacher(features: Any, *, x: Any = None) -> Context:
     fa = V.as_float_array(features, "features", ndim=2)
     V.check_nonempty(fa, "features")
     V.check_finite(fa, "features")
+    dt = _float_dtype(fa.dtype)
     eps = np.finfo(fa.dtype).eps
     F = fa.astype(np.float64)
     m, r0 = F.shape
@@ -1875,13 +2008,13 @@ def teacher(features: Any, *, x: Any = None) -> Context:
         )
     Fw = U[:, :rank] * np.sqrt(m)
     Z = np.concatenate([np.ones((m, 1)), Fw], axis=1) / np.sqrt(m)
-    w = jnp.full((m,), 1.0 / m, F32)
+    w = jnp.full((m,), 1.0 / m, dt)
     xs = None if x is None else _check_samples(x, m)
     right = np.zeros(1 + rank)
     right[0] = 1.0
     return Context(conditional=None, weights=w, normalized=ops.DenseOperator(array=jnp.asarray(
-        Z, F32)), right=jnp.asarray(right, F32), p=None, x=xs,
-        rows=_FactorRows(f=jnp.asarray(Fw, F32)), name="teacher", info=(("rank", rank),))
+        Z, dt)), right=jnp.asarray(right, dt), p=None, x=xs,
+        rows=_FactorRows(f=jnp.asarray(Fw, dt)), name="teacher", info=(("rank", rank),))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1915,7 +2048,8 @@ def convolve(c1: Context, c2: Context) -> Context:
     samples (``M_1 = m_2``), a lazy operator product. Samples, weights and ``x`` are ``c1``'s, the
     context values ``c2``'s; ``c2``'s own sample weights are not used (its samples are weighted by
     ``c1``'s marginal, so ``p = P_2^T p_1``). The sampler chains the two samplers. Use it to weaken
-    contexts that are too strong (REFERENCE.md section 4).
+    contexts that are too strong (REFERENCE.md section 4). The dtype is the two contexts' promoted
+    dtype.
 
     Example:
         >>> import numpy as np
@@ -1946,7 +2080,7 @@ def _scaled(op: ops.LinearOperator, c: float) -> ops.LinearOperator:
         return dataclasses.replace(op, vals=op.vals * jnp.asarray(c, op.vals.dtype))
     if isinstance(op, ops.DenseOperator):
         return dataclasses.replace(op, array=op.array * jnp.asarray(c, op.array.dtype))
-    return ops.weighted_sum([op], jnp.asarray([c], F32))
+    return ops.weighted_sum([op], [c])  # the weight takes the operator's dtype
 
 
 def _same_x(cs: Sequence[Context]) -> bool:
@@ -1986,7 +2120,7 @@ def combine(contexts: Sequence[Context], weights: Any, *, same_space: bool | Non
       disjoint union), so ``Z Z^T = sum_k lambda_k Z_k Z_k^T``.
 
     Components with weight 0 are left out. The sampler picks component ``k`` with probability
-    ``lambda_k``, then samples it.
+    ``lambda_k``, then samples it. The dtype is the components' promoted dtype.
 
     Args:
         contexts: contexts with the same samples and sample weights.
@@ -2006,7 +2140,7 @@ def combine(contexts: Sequence[Context], weights: Any, *, same_space: bool | Non
         raise ValueError("combine: need at least one context")
     for c in cs:
         _need_conditional(c, "combine")
-    lam = np.asarray(weights, np.float64).ravel()
+    lam = V.as_real_array(weights, "weights", np.float64).ravel()
     if lam.shape != (len(cs),):
         raise ValueError(f"weights: expected {len(cs)} mixing weights, got shape {lam.shape}")
     V.check_finite(lam, "weights")
@@ -2026,7 +2160,8 @@ def combine(contexts: Sequence[Context], weights: Any, *, same_space: bool | Non
         raise ValueError(f"combine: same_space=True needs one context-space size, got M={Ms}")
     c0 = cs[0]
     w = c0.weights if c0.wsampler is not None else None
-    lam32 = jnp.asarray(lam, F32)
+    dt = _float_dtype(*(c.conditional.dtype for c in cs))
+    lam_dt = jnp.asarray(lam, dt)
     info = (("of", tuple(c.name for c in cs)), ("weights", tuple(float(v) for v in lam)),
             ("same_space", bool(same_space)))
     parts = tuple(c.rows for c in cs)
@@ -2038,18 +2173,18 @@ def combine(contexts: Sequence[Context], weights: Any, *, same_space: bool | Non
             cc = np.concatenate([np.asarray(c.conditional.cols) for c in cs])
             v = np.concatenate([lk * np.asarray(c.conditional.vals, np.float64)
                                 for lk, c in zip(lam, cs, strict=True)])
-            P = ops.sparse_from_edges(r, cc, v, c0.shape)
+            P = ops.sparse_from_edges(r, cc, v, c0.shape, dtype=dt)
             merged = _sparse_rows(P)
         else:
-            P = ops.weighted_sum([c.conditional for c in cs], lam32)
-        rows = _MixtureRows(parts=parts, weights=lam32, merged=merged)
+            P = ops.weighted_sum([c.conditional for c in cs], lam_dt)
+        rows = _MixtureRows(parts=parts, weights=lam_dt, merged=merged)
         a_values = c0.a_values
     else:
         P = ops.hstack([_scaled(c.conditional, float(lk)) for lk, c in zip(lam, cs, strict=True)])
         p = np.concatenate([float(lk) * np.asarray(c.p, np.float64)
                             for lk, c in zip(lam, cs, strict=True)])
         offsets = tuple(int(o) for o in np.cumsum([0] + Ms[:-1]))
-        rows = _MixtureRows(parts=parts, weights=lam32, offsets=offsets)
+        rows = _MixtureRows(parts=parts, weights=lam_dt, offsets=offsets)
         a_values = _union_values(cs)
     return _build(P, p=p, weights=w, x=c0.x, a_values=a_values, rows=rows,
                   sample_index=c0.sample_index, name="combine", info=info)
@@ -2080,7 +2215,7 @@ def concat(c1: Context, c2: Context, *, max_entries: int = 2**26) -> Context:
     ``nnz_1(i) * nnz_2(i)`` entries in row ``i`` for sparse conditionals, dense when either
     conditional is dense and the result is small. ``a_values`` is the pair
     ``(a_1[j_1], a_2[j_2])`` (as :class:`IndexedValues`). Use it to strengthen contexts that are
-    too weak (REFERENCE.md section 4).
+    too weak (REFERENCE.md section 4). The dtype is the two contexts' promoted dtype.
 
     Args:
         c1: first context.
@@ -2126,13 +2261,14 @@ def concat(c1: Context, c2: Context, *, max_entries: int = 2**26) -> Context:
     pj1, pj2 = uniq // M2, uniq % M2
     w64 = np.asarray(c1.weights, np.float64)
     p = np.bincount(inv, weights=val * w64[rr], minlength=U)
+    dt = _float_dtype(c1.conditional.dtype, c2.conditional.dtype)
     if (not (sp1 and sp2)) and m * U <= max_entries:
         d = np.zeros((m, U))
         d[rr, inv] = val
-        P = ops.DenseOperator(array=jnp.asarray(d, F32))
+        P = ops.DenseOperator(array=jnp.asarray(d, dt))
         base = _DenseRows(P=P.array)
     else:
-        P = ops.sparse_from_edges(rr, inv, val, (m, U))
+        P = ops.sparse_from_edges(rr, inv, val, (m, U), dtype=dt)
         base = _sparse_rows(P)
 
     def values(c, idx):

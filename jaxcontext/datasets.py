@@ -23,6 +23,12 @@ levels (what a solver must recover where singular values are degenerate).
 (scikit-learn's bundled sets and statsmodels' packaged sets), plus :func:`from_arrays`,
 :func:`from_csv` and :func:`from_npz` for the user's own data. All return a :class:`Dataset`.
 
+Dtypes: generated samples and the problems' contexts use JAX's default float dtype (float32, or
+float64 while ``jax_enable_x64`` is on); a :class:`Dataset`'s features and regression targets
+keep the floating dtype of their source where JAX can hold it (bundled and CSV data are float64:
+float32 with x64 off, float64 with it on; integer columns get the default float dtype), the
+policy of :mod:`jaxcontext.contexts`.
+
 Example:
     >>> import numpy as np
     >>> from jaxcontext import datasets
@@ -56,7 +62,7 @@ from . import operators as ops
 from .operators import _pytree
 
 HIGHEST = jax.lax.Precision.HIGHEST
-F32 = jnp.float32
+_float = V.default_float_dtype  # JAX's default float dtype, read at call time (x64 may change)
 
 __all__ = [
     "Problem",
@@ -122,8 +128,8 @@ class Problem(NamedTuple):
 
     Attributes:
         name: the problem's name.
-        x: the samples (what an encoder sees): ``(m, D)`` float32, or ``(m,)`` node ids for
-            :func:`sbm`.
+        x: the samples (what an encoder sees): ``(m, D)`` in JAX's default float dtype (float32;
+            float64 with x64 on), or ``(m,)`` node ids for :func:`sbm`.
         context: the finite-sample :class:`~jaxcontext.contexts.Context`. Its
             :meth:`~jaxcontext.contexts.Context.operator` has singular values estimating
             ``singular_values`` (eigenvalues estimating their squares when ``context.squared``).
@@ -151,9 +157,11 @@ class Dataset(NamedTuple):
 
     Attributes:
         name: the data set's name.
-        x: ``(m, D)`` float32 features (standardised when asked).
-        y: ``(m,)`` targets: int32 class ids ``0..C-1`` for classification, float32 values for
-            regression (``(m, t)`` for several targets); None when there is no target.
+        x: ``(m, D)`` float features (standardised when asked): float32, or float64 for float64
+            sources while x64 is on (module docstring).
+        y: ``(m,)`` targets: int32 class ids ``0..C-1`` for classification, float values (the
+            dtype rule of ``x``) for regression (``(m, t)`` for several targets); None when there
+            is no target.
         feature_names: ``D`` column names.
         target_name: the target's name (None without a target).
         task: ``"classification"``, ``"regression"``, or None without a target.
@@ -224,6 +232,7 @@ def _check_points(points: Any, dim: int, name: str = "points") -> np.ndarray:
     a = np.asarray(points)
     if a.dtype == object or not np.issubdtype(a.dtype, np.number):
         raise ValueError(f"{name}: expected a numeric array, got dtype {a.dtype}")
+    V.check_real(a, name)
     a = a.astype(np.float64)
     if a.ndim == 1 and a.shape[0] == dim:
         a = a[None, :]
@@ -319,7 +328,7 @@ def _conditional_operator(factor: np.ndarray, dim: int, dense: bool | None) -> A
                 "(a Kronecker operator)"
             )
         return _kron_dense([factor] * dim)
-    return _KroneckerOperator(factors=jnp.asarray(np.stack([factor] * dim), F32))
+    return _KroneckerOperator(factors=jnp.asarray(np.stack([factor] * dim), _float()))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -429,7 +438,7 @@ class _GaussianNoiseSampler:
     def __call__(self, key: jax.Array, x: jax.Array) -> jax.Array:
         x = jnp.asarray(x)
         eps = jax.random.normal(key, x.shape, x.dtype if jnp.issubdtype(x.dtype, jnp.floating)
-                                else F32)
+                                else _float())
         return self.rho * x + math.sqrt(1.0 - self.rho**2) * eps
 
 
@@ -525,7 +534,7 @@ def gaussian_noise(
         key = _check_jax_key(key)
         if m < 2:
             raise ValueError(f"m: need at least 2 samples, got {m}")
-        x = jax.random.normal(key, (m, dim), F32)
+        x = jax.random.normal(key, (m, dim), _float())
         ctx = C.from_kernel(x, kernels.Mehler(rho=rho))
         # from_kernel has no pair sampler; the Gaussian-noise one is exact
         ctx = dataclasses.replace(ctx, pair_sampler=sampler)
@@ -549,7 +558,7 @@ def gaussian_noise(
         grid = np.stack(np.meshgrid(*([z] * dim), indexing="ij"), axis=-1).reshape(-1, dim)
         w = _kron_dense([v[None, :]] * dim).ravel()
         P = _conditional_operator(_noise_conditional_1d(z, v, rho), dim, dense)
-        x = jnp.asarray(grid, F32)
+        x = jnp.asarray(grid, _float())
         ctx = C.from_conditional(P, weights=w / w.sum(), x=x, a_values=x,
                                  name="gaussian_noise")
         info["nodes_per_dim"] = n
@@ -656,7 +665,7 @@ def hypercube(dim: int, p: float, *, dense: bool | None = None) -> Problem:
     spectrum = hypercube_spectrum(dim, p)
     states = 2**dim
     bits = (np.arange(states)[:, None] >> np.arange(dim - 1, -1, -1)[None, :]) & 1
-    x = jnp.asarray(1.0 - 2.0 * bits, F32)
+    x = jnp.asarray(1.0 - 2.0 * bits, _float())
     P = _conditional_operator(np.array([[1.0 - p, p], [p, 1.0 - p]]), dim, dense)
     ctx = _contexts().from_conditional(P, x=x, a_values=x, name="hypercube")
 
@@ -725,7 +734,7 @@ def cycle(n: int) -> Problem:
     spectrum = _levels(values)
     j = np.arange(n)
     theta = 2.0 * np.pi * j / n
-    x = jnp.asarray(np.stack([np.cos(theta), np.sin(theta)], axis=1), F32)
+    x = jnp.asarray(np.stack([np.cos(theta), np.sin(theta)], axis=1), _float())
     ctx = _contexts().graph(edges=np.stack([j, (j + 1) % n], axis=1), num_nodes=n)
 
     def funcs(points: Any, k: int) -> np.ndarray:
@@ -840,7 +849,7 @@ def balanced_labels(
             raise RuntimeError(f"balanced_labels: could not sample class {c}; raise separation")
         xs[c * per : (c + 1) * per] = got
     y = np.repeat(np.arange(C), per)
-    x = jnp.asarray(xs, F32)
+    x = jnp.asarray(xs, _float())
     ctx = _contexts().labels(y, num_classes=C, x=x)
     basis = math.sqrt(C) * _helmert(C)
 
@@ -1288,7 +1297,8 @@ def load(name: str, *, standardize: bool = False, return_dataframe: bool = False
             a :class:`Dataset`.
 
     Returns:
-        A :class:`Dataset` (``x`` float32; ``y`` int32 class ids or float32 values).
+        A :class:`Dataset` (``x`` float32, float64 while x64 is on; ``y`` int32 class ids or
+        float values like ``x``).
 
     Raises:
         ValueError: unknown name (the message lists the available ones).
@@ -1311,8 +1321,9 @@ def load(name: str, *, standardize: bool = False, return_dataframe: bool = False
             classes = class_names
         y_out: np.ndarray = yc
     else:
-        y_out, classes = np.asarray(y, np.float64).astype(np.float32), None
-    ds = Dataset(name, x.astype(np.float32), y_out, names, spec.target, spec.task, classes)
+        y_out, classes = np.asarray(y, np.float64).astype(V.float_dtype(np.float64)), None
+    ds = Dataset(name, x.astype(V.float_dtype(x.dtype, min_single=True)), y_out, names,
+                 spec.target, spec.task, classes)
     if return_dataframe:
         return _to_dataframe(ds)
     return ds
@@ -1338,8 +1349,10 @@ def _check_task(task: Any) -> None:
 
 
 def _finish(name, x, y, feature_names, target_name, task, standardize, classes=None) -> Dataset:
-    """Validate and assemble a Dataset from float64 features and raw targets."""
-    x = V.as_float_array(x, "x").astype(np.float64)
+    """Validate and assemble a Dataset from features and raw targets (dtype rule: module doc)."""
+    x = V.as_float_array(x, "x")
+    x_dtype = V.float_dtype(x.dtype, min_single=True)
+    x = x.astype(np.float64)
     if x.ndim != 2:
         raise ValueError(f"x: expected a 2-D (samples, features) array, got shape {x.shape}")
     V.check_nonempty(x, "x")
@@ -1354,6 +1367,8 @@ def _finish(name, x, y, feature_names, target_name, task, standardize, classes=N
     y_out = None
     if y is not None:
         ya = np.asarray(y)
+        if ya.dtype.kind == "c":
+            V.check_real(ya, "y")  # complex targets: TypeError (labels may be strings or objects)
         if ya.ndim not in (1, 2) or ya.shape[0] != m:
             raise ValueError(
                 f"y: expected {m} targets (shape ({m},) or ({m}, t)) to match x, got shape "
@@ -1375,7 +1390,7 @@ def _finish(name, x, y, feature_names, target_name, task, standardize, classes=N
                 raise ValueError(f"y: regression needs numeric targets, got dtype {ya.dtype}")
             y64 = ya.astype(np.float64)
             V.check_finite(y64, "y")
-            y_out, classes = y64.astype(np.float32), None
+            y_out, classes = y64.astype(V.float_dtype(ya.dtype, min_single=True)), None
         target_name = "y" if target_name is None else str(target_name)
     else:
         if task is not None:
@@ -1383,7 +1398,7 @@ def _finish(name, x, y, feature_names, target_name, task, standardize, classes=N
         target_name, classes = None, None
     if standardize:
         x = _standardize(x, feature_names)
-    return Dataset(name, x.astype(np.float32), y_out, feature_names, target_name, task, classes)
+    return Dataset(name, x.astype(x_dtype), y_out, feature_names, target_name, task, classes)
 
 
 def from_arrays(

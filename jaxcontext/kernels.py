@@ -13,6 +13,10 @@ to sample from and normalise kernel rows).
   ``A = rho X + sqrt(1 - rho^2) eps`` with ``X ~ N(0, I)`` (REFERENCE.md section 7);
 * :class:`Masked` -- any kernel evaluated on a subset of the features (masked contexts).
 
+A tile has the promoted dtype of its inputs (float64 tiles from float64 points while
+``jax_enable_x64`` is on); parameters are cast to it, so a kernel never changes the precision it
+is given.
+
 Example:
     >>> import jax.numpy as jnp
     >>> from jaxcontext.kernels import RBF

@@ -12,6 +12,13 @@ live in the treedef. Algebra (``@`` between operators, ``+``, scalar ``*``, :fun
 :func:`diag`) builds lazy compositions, so normalising a context or mixing contexts composes
 operators instead of copying code.
 
+Dtypes: an operator keeps the floating dtype of its data where JAX can hold it (float64 stays
+float64 while ``jax_enable_x64`` is on, float32 stays float32; with x64 off float64 becomes
+float32, as ``jnp.asarray`` does); integer and boolean data get JAX's default float dtype
+(float32, or float64 with x64 on). Scalars and sum weights take the dtype of the operators they
+scale. Complex data is refused with a TypeError naming the argument. Products promote: the result
+has the common dtype of the operator and the operand.
+
 Example:
     >>> import jax.numpy as jnp
     >>> from jaxcontext import operators as ops
@@ -76,11 +83,14 @@ def _pytree(cls: type) -> type:
 
 
 def _result_dtype(*dtypes: Any) -> np.dtype:
-    """Promote to an inexact dtype that JAX can hold (float64 becomes float32 while x64 is off)."""
-    dt = jnp.result_type(*dtypes)
+    """Promote to an inexact dtype that JAX can hold (float64 becomes float32 while x64 is off).
+
+    Integer and boolean dtypes alone give JAX's default float dtype (module docstring).
+    """
+    dt = np.dtype(jnp.result_type(*(jax.dtypes.canonicalize_dtype(d) for d in dtypes)))
     if not jnp.issubdtype(dt, jnp.inexact):
-        dt = jnp.result_type(dt, jnp.float32)
-    return np.dtype(jax.dtypes.canonicalize_dtype(dt))
+        dt = V.default_float_dtype()
+    return dt
 
 
 class LinearOperator:
@@ -92,7 +102,7 @@ class LinearOperator:
 
     ndim = 2
 
-    # -- to implement -------------------------------------------------------------------------------
+    # -- to implement ------------------------------------------------------------------------------
     @property
     def shape(self) -> tuple[int, int]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -107,7 +117,7 @@ class LinearOperator:
     def _rmatmat(self, y: Array) -> Array:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    # -- public products ----------------------------------------------------------------------------
+    # -- public products ---------------------------------------------------------------------------
     def matmat(self, x: Any) -> Array:
         """Return ``A @ x`` for ``x`` of shape ``(n, k)`` or ``(n,)``."""
         return self._apply(x, self._matmat, self.shape[1], "matmat")
@@ -132,7 +142,7 @@ class LinearOperator:
         out = fn(x2)
         return out[:, 0] if vec else out
 
-    # -- algebra ------------------------------------------------------------------------------------
+    # -- algebra -----------------------------------------------------------------------------------
     @property
     def T(self) -> LinearOperator:  # noqa: N802 - numpy's name
         """The lazy transpose ``A^T``."""
@@ -175,7 +185,7 @@ class LinearOperator:
     def __neg__(self) -> LinearOperator:
         return self * -1.0
 
-    # -- helpers ------------------------------------------------------------------------------------
+    # -- helpers -----------------------------------------------------------------------------------
     def to_dense(self, *, max_entries: int = 2**28) -> Array:
         """Materialise the operator as an ``(m, n)`` array (refused above ``max_entries``)."""
         m, n = self.shape
@@ -260,10 +270,11 @@ SPARSE_KERNELS = ("segment", "bcsr", "ell")
 class SparseOperator(LinearOperator):
     """A sparse ``(m, n)`` matrix in sorted coordinate form with a CSR row pointer.
 
-    Entries are stored twice as index arrays: sorted by row (``rows, cols, vals``) for ``A @ X``, and
-    through the permutation ``tperm`` sorted by column for ``A^T @ Y``, so both products run the
-    same sorted-segment kernel. ``kernel`` names the product kernel (see ``SPARSE_KERNELS``); the
-    default ``"auto"`` uses the one measured fastest for the backend (``benchmarks/sparse_kernels``).
+    Entries are stored twice as index arrays: sorted by row (``rows, cols, vals``) for ``A @ X``,
+    and through the permutation ``tperm`` sorted by column for ``A^T @ Y``, so both products run
+    the same sorted-segment kernel. ``kernel`` names the product kernel (see ``SPARSE_KERNELS``);
+    the default ``"auto"`` uses the one measured fastest for the backend
+    (``benchmarks/sparse_kernels``).
 
     Build with :func:`sparse`, :func:`sparse_from_edges` or :func:`sparse_from_scipy`.
     """
@@ -370,17 +381,19 @@ def sparse_from_edges(
     vals: Any = None,
     shape: tuple[int, int] | None = None,
     *,
-    dtype: Any = jnp.float32,
+    dtype: Any = None,
     sum_duplicates: bool = True,
     kernel: str = "auto",
 ) -> SparseOperator:
     """Build a :class:`SparseOperator` from coordinate lists (an edge list).
 
     Args:
-        rows, cols: integer index arrays of equal length.
+        rows: integer row indices.
+        cols: integer column indices, as many as ``rows``.
         vals: entry values (default all ones).
         shape: ``(m, n)``; default ``(max(rows) + 1, max(cols) + 1)``.
-        dtype: floating dtype of the stored values.
+        dtype: floating dtype of the stored values; default: that of ``vals`` as JAX holds it
+            (JAX's default float dtype for integer, boolean or absent values).
         sum_duplicates: repeated ``(row, col)`` pairs are summed (as scipy does); with False they
             raise ValueError.
         kernel: product kernel, ``"auto"`` or one of ``SPARSE_KERNELS``.
@@ -388,19 +401,23 @@ def sparse_from_edges(
     Raises:
         ValueError: mismatched lengths, out-of-range or non-integer indices, NaN/Inf values,
             empty input without a shape.
+        TypeError: complex or non-numeric indices or values.
         OverflowError: indices that need 64 bits while ``jax_enable_x64`` is off.
     """
-    r = np.asarray(rows).ravel()
-    c = np.asarray(cols).ravel()
+    r = V.as_real_array(rows, "rows").ravel()
+    c = V.as_real_array(cols, "cols").ravel()
     if r.shape != c.shape:
         raise ValueError(
             f"rows and cols must have the same length, got {r.shape[0]} and {c.shape[0]}"
         )
-    v = (
-        np.ones(r.shape, dtype=np.float64)
-        if vals is None
-        else np.asarray(vals, dtype=np.float64).ravel()
-    )
+    if vals is None:
+        v = np.ones(r.shape, dtype=np.float64)
+        vdt = V.default_float_dtype()
+    else:
+        v0 = V.as_real_array(vals, "vals")
+        vdt = V.float_dtype(v0.dtype)
+        v = v0.astype(np.float64).ravel()
+    dtype = vdt if dtype is None else dtype
     if v.shape != r.shape:
         raise ValueError(f"vals has length {v.shape[0]}, expected {r.shape[0]} (one per edge)")
     V.check_finite(v, "vals")
@@ -461,9 +478,13 @@ def _sparse_from_sorted(r, c, v, shape, *, dtype, idx, kernel) -> SparseOperator
 
 
 def sparse_from_scipy(
-    mat: Any, *, dtype: Any = jnp.float32, kernel: str = "auto"
+    mat: Any, *, dtype: Any = None, kernel: str = "auto"
 ) -> SparseOperator:
-    """Build a :class:`SparseOperator` from any ``scipy.sparse`` matrix or array."""
+    """Build a :class:`SparseOperator` from any ``scipy.sparse`` matrix or array.
+
+    ``dtype`` defaults to the matrix's own dtype as JAX holds it (module docstring).
+    """
+    V.check_real(mat, "mat")
     coo = mat.tocoo()
     return sparse_from_edges(
         coo.row, coo.col, coo.data, coo.shape, dtype=dtype, sum_duplicates=True, kernel=kernel
@@ -472,8 +493,9 @@ def sparse_from_scipy(
 
 def sparse(a: Any, *, dtype: Any = None, kernel: str = "auto") -> SparseOperator:
     """Build a :class:`SparseOperator` from a scipy sparse matrix, a BCOO/BCSR, or a dense array."""
+    V.check_real(a if hasattr(a, "dtype") else np.asarray(a), "a")
     if hasattr(a, "tocoo") and not isinstance(a, jax.Array):  # scipy.sparse
-        return sparse_from_scipy(a, dtype=dtype or jnp.float32, kernel=kernel)
+        return sparse_from_scipy(a, dtype=dtype, kernel=kernel)
     try:
         from jax.experimental import sparse as jsparse
 
@@ -609,8 +631,14 @@ def kernel_operator(
     """
     if kernel is None:
         raise ValueError("kernel_operator: pass kernel=, e.g. jaxcontext.kernels.RBF(gamma=1.0)")
+    V.check_real(x if hasattr(x, "dtype") else np.asarray(x), "x")
     x = jnp.asarray(x)
+    if y is not None:
+        V.check_real(y if hasattr(y, "dtype") else np.asarray(y), "y")
     y = x if y is None else jnp.asarray(y)
+    # integer / boolean points become JAX's default float dtype (floating ones keep theirs)
+    x = x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(V.default_float_dtype())
+    y = y if jnp.issubdtype(y.dtype, jnp.floating) else y.astype(V.default_float_dtype())
     for name, a in (("x", x), ("y", y)):
         V.check_ndim(a, name, 2)
         V.check_nonempty(a, name)
@@ -772,7 +800,9 @@ def as_operator(obj: Any, *, dtype: Any = None) -> LinearOperator:
     """Return ``obj`` as a :class:`LinearOperator`.
 
     Accepts operators (returned unchanged), numpy/jax 2-D arrays (dense), ``scipy.sparse`` matrices
-    and JAX BCOO/BCSR arrays (sparse).
+    and JAX BCOO/BCSR arrays (sparse). The dtype is ``dtype`` if given, else the data's own
+    floating dtype as JAX holds it (JAX's default float dtype for integer or boolean data; module
+    docstring); complex data raises TypeError.
     """
     if isinstance(obj, LinearOperator):
         return obj
@@ -790,6 +820,7 @@ def as_operator(obj: Any, *, dtype: Any = None) -> LinearOperator:
 
 def dense(a: Any, *, dtype: Any = None, precision: Any = HIGHEST) -> DenseOperator:
     """Wrap a 2-D array (checked: rank 2, non-empty, finite) as a :class:`DenseOperator`."""
+    V.check_real(a if hasattr(a, "dtype") else np.asarray(a), "a")
     if isinstance(a, jax.core.Tracer):
         arr = a
     else:
@@ -797,12 +828,13 @@ def dense(a: Any, *, dtype: Any = None, precision: Any = HIGHEST) -> DenseOperat
         V.check_nonempty(arr, "a")
         V.check_finite(arr, "a")
     V.check_ndim(arr, "a", 2)
-    dt = _result_dtype(arr.dtype) if dtype is None else np.dtype(dtype)
+    dt = _result_dtype(arr.dtype if dtype is None else dtype)
     return DenseOperator(array=arr.astype(dt), precision=precision)
 
 
 def diag(d: Any) -> DiagonalOperator:
     """The square diagonal operator ``diag(d)``."""
+    V.check_real(d if hasattr(d, "dtype") else np.asarray(d), "d")
     d = jnp.asarray(d)
     V.check_ndim(d, "d", 1)
     V.check_nonempty(d, "d")
@@ -810,9 +842,10 @@ def diag(d: Any) -> DiagonalOperator:
     return DiagonalOperator(d=d.astype(_result_dtype(d.dtype)))
 
 
-def identity(n: int, dtype: Any = jnp.float32) -> DiagonalOperator:
-    """The ``n x n`` identity."""
-    return DiagonalOperator(d=jnp.ones((V.check_positive_int(n, "n"),), dtype))
+def identity(n: int, dtype: Any = None) -> DiagonalOperator:
+    """The ``n x n`` identity (default dtype: JAX's default float dtype)."""
+    dt = V.default_float_dtype() if dtype is None else _result_dtype(dtype)
+    return DiagonalOperator(d=jnp.ones((V.check_positive_int(n, "n"),), dt))
 
 
 def product(*ops: Any) -> ProductOperator:
@@ -823,7 +856,7 @@ def product(*ops: Any) -> ProductOperator:
         flat.extend(o.ops if isinstance(o, ProductOperator) else (o,))
     if not flat:
         raise ValueError("product: need at least one operator")
-    for a, b in zip(flat[:-1], flat[1:]):
+    for a, b in zip(flat[:-1], flat[1:], strict=True):
         if a.shape[1] != b.shape[0]:
             raise ValueError(f"product: inner dimensions differ, {a.shape} @ {b.shape}")
     return ProductOperator(ops=tuple(flat))
@@ -833,7 +866,8 @@ def weighted_sum(ops: Sequence[Any], weights: Any = None) -> SumOperator:
     """Lazy ``sum_i weights[i] * ops[i]``; all operators must share one shape.
 
     For a convex combination of contexts (REFERENCE.md section 4) pass non-negative weights that sum
-    to one; this function itself allows any real weights.
+    to one; this function itself allows any real weights. The weights take the operators' common
+    dtype (float32 operators stay float32 with float64 weights).
     """
     ops = tuple(as_operator(o) for o in ops)
     if not ops:
@@ -841,11 +875,13 @@ def weighted_sum(ops: Sequence[Any], weights: Any = None) -> SumOperator:
     shapes = {o.shape for o in ops}
     if len(shapes) != 1:
         raise ValueError(f"weighted_sum: operators must have one shape, got {sorted(shapes)}")
-    w = jnp.ones((len(ops),), jnp.float32) if weights is None else jnp.asarray(weights)
+    dt = _result_dtype(*(o.dtype for o in ops))
+    w = jnp.ones((len(ops),), dt) if weights is None else jnp.asarray(weights)
+    V.check_real(w, "weights")
     if w.shape != (len(ops),):
         raise ValueError(f"weights: expected shape ({len(ops)},), got {tuple(w.shape)}")
     V.check_finite(w, "weights")
-    return SumOperator(ops=ops, weights=w.astype(_result_dtype(w.dtype)))
+    return SumOperator(ops=ops, weights=w.astype(dt))
 
 
 def hstack(ops: Sequence[Any]) -> HStackOperator:
@@ -862,6 +898,8 @@ def hstack(ops: Sequence[Any]) -> HStackOperator:
 def low_rank(left: Any, right: Any) -> LowRankOperator:
     """The rank-``r`` operator ``left @ right^T`` (vectors are taken as one column)."""
     left, right = jnp.asarray(left), jnp.asarray(right)
+    V.check_real(left, "left")
+    V.check_real(right, "right")
     left = left[:, None] if left.ndim == 1 else left
     right = right[:, None] if right.ndim == 1 else right
     V.check_ndim(left, "left", 2)
@@ -876,10 +914,11 @@ def low_rank(left: Any, right: Any) -> LowRankOperator:
 
 
 def deflate(op: Any, u: Any, v: Any, s: Any = 1.0) -> SumOperator:
-    """``op - s * u v^T``: remove a known singular triplet (e.g. a context's trivial pair ``s_0 = 1``).
+    """``op - s * u v^T``: remove a known singular triplet (e.g. a context's trivial pair).
 
-    With orthonormal ``u`` (m, r), ``v`` (n, r) that are exact singular vectors of ``op`` with values
-    ``s``, the result has the remaining singular values of ``op`` (and zeros for the removed ones).
+    With orthonormal ``u`` (m, r), ``v`` (n, r) that are exact singular vectors of ``op`` with
+    values ``s`` (``s_0 = 1`` for a context), the result has the remaining singular values of
+    ``op`` (and zeros for the removed ones).
     """
     op = as_operator(op)
     lr = low_rank(jnp.asarray(u) * jnp.asarray(s, op.dtype), v)
@@ -889,7 +928,9 @@ def deflate(op: Any, u: Any, v: Any, s: Any = 1.0) -> SumOperator:
 
 
 def materialize(op: Any, *, budget_bytes: int = 2**30) -> LinearOperator:
-    """Return ``op`` as a :class:`DenseOperator` when its dense form fits ``budget_bytes``, else ``op``.
+    """Return ``op`` as a :class:`DenseOperator` when its dense form fits ``budget_bytes``.
+
+    Otherwise ``op`` is returned unchanged.
 
     Useful for kernel operators that are small enough that one dense matrix beats re-evaluating
     tiles at every product.

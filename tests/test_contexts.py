@@ -1,5 +1,10 @@
 """Contexts: operators against float64 numpy built from REFERENCE.md section 2, known spectra,
-exact samplers, dual-kernel Grams, rows at new inputs, mixing, and bad input."""
+exact samplers, dual-kernel Grams, rows at new inputs, mixing, dtypes, and bad input.
+
+Builders, Grams, samplers and rows run in both precisions (the ``precision`` fixture: float32, and
+float64 inside ``jax.enable_x64``) with tolerances scaled by the dtype's eps; the slow
+known-spectrum and bad-input tests run once.
+"""
 
 import warnings
 
@@ -14,8 +19,14 @@ from jaxcontext import contexts as C
 from jaxcontext import kernels as K
 from jaxcontext import operators as ops
 
-RTOL = 1e-5
+RTOL = 1e-5  # float32
 MASK_KEY = 7
+EPS32 = float(np.finfo(np.float32).eps)
+
+
+def tol(dtype, f32=RTOL):
+    """A float32 tolerance ``f32`` scaled to ``dtype`` by the ratio of the eps (float32: as is)."""
+    return f32 * float(np.finfo(dtype).eps) / EPS32
 
 
 
@@ -92,8 +103,8 @@ def khatri_rao(P1, P2):
     return full[:, full.sum(0) > 0]
 
 
-def data(rng, m=12, d=3):
-    return rng.standard_normal((m, d)).astype(np.float32)
+def data(rng, m=12, d=3, dtype=np.float32):
+    return rng.standard_normal((m, d)).astype(dtype)
 
 
 def sym_graph(rng, n=12, density=0.4):
@@ -134,24 +145,24 @@ def transformation_ref(ctx, x, draws=None):
 
 
 # Every builder: returns (context, P reference, w reference)
-def case_labels(rng):
+def case_labels(rng, dt=np.float32):
     y = np.array([0, 1, 2, 1, 0, 2, 2, 1, 0, 3, 3, 1])
     return C.labels(y), np.eye(4)[y], np.full(12, 1 / 12)
 
 
-def case_regression(rng):
+def case_regression(rng, dt=np.float32):
     y = rng.standard_normal(10)
     return (C.labels(y, kind="regression", gamma=0.8), ref_rbf(y[:, None], 0.8),
             np.full(10, 0.1))
 
 
-def case_graph(rng):
+def case_graph(rng, dt=np.float32):
     W = sym_graph(rng)
     deg = W.sum(1)
     return C.graph(sp.csr_matrix(W)), W / deg[:, None], deg / deg.sum()
 
 
-def case_graph_edges(rng):
+def case_graph_edges(rng, dt=np.float32):
     n = 12
     e = np.array([[i, (i + 1) % n] for i in range(n)] + [[0, 4], [0, 4], [2, 6]])
     wts = rng.uniform(0.5, 2.0, len(e))
@@ -163,38 +174,38 @@ def case_graph_edges(rng):
     return C.graph(edges=e, weights=wts), W / deg[:, None], deg / deg.sum()
 
 
-def case_knn(rng):
-    x = data(rng)
+def case_knn(rng, dt=np.float32):
+    x = data(rng, dtype=dt)
     return quiet(C.knn, x, 3), ref_knn(x, 3), np.full(12, 1 / 12)
 
 
-def case_knn_self(rng):
-    x = data(rng)
+def case_knn_self(rng, dt=np.float32):
+    x = data(rng, dtype=dt)
     return quiet(C.knn, x, 3, include_self=True), ref_knn(x, 3, True), np.full(12, 1 / 12)
 
 
-def case_rbf(rng):
-    x = data(rng)
+def case_rbf(rng, dt=np.float32):
+    x = data(rng, dtype=dt)
     return C.rbf(x, 0.7), ref_rbf(x, 0.7), np.full(12, 1 / 12)
 
 
-def case_rbf_matrix_free(rng):
-    x = data(rng)
+def case_rbf_matrix_free(rng, dt=np.float32):
+    x = data(rng, dtype=dt)
     ctx = C.rbf(x, 0.7, materialize_bytes=0, block_rows=4)
     assert not isinstance(ctx.conditional, ops.DenseOperator)
     return ctx, ref_rbf(x, 0.7), np.full(12, 1 / 12)
 
 
-def case_masked_rbf(rng):
-    x = data(rng, d=5)
+def case_masked_rbf(rng, dt=np.float32):
+    x = data(rng, d=5, dtype=dt)
     masks = ref_masks(5, 6)
     P = np.mean([ref_rbf(x[:, mk], 0.5) for mk in masks], axis=0)
     ctx = C.masked(x, "rbf", key=jax.random.key(MASK_KEY), gamma=0.5, num_masks=6)
     return ctx, P, np.full(12, 1 / 12)
 
 
-def case_masked_rbf_matrix_free(rng):
-    x = data(rng, d=5)
+def case_masked_rbf_matrix_free(rng, dt=np.float32):
+    x = data(rng, d=5, dtype=dt)
     masks = ref_masks(5, 3)
     P = np.mean([ref_rbf(x[:, mk], 0.5) for mk in masks], axis=0)
     ctx = C.masked(x, "rbf", key=jax.random.key(MASK_KEY), gamma=0.5, num_masks=3,
@@ -203,29 +214,29 @@ def case_masked_rbf_matrix_free(rng):
     return ctx, P, np.full(12, 1 / 12)
 
 
-def case_masked_knn(rng):
-    x = data(rng, d=5)
+def case_masked_knn(rng, dt=np.float32):
+    x = data(rng, d=5, dtype=dt)
     masks = ref_masks(5, 6)
     P = np.mean([ref_knn(x[:, mk], 3) for mk in masks], axis=0)
     ctx = quiet(C.masked, x, "knn", key=jax.random.key(MASK_KEY), k=3, num_masks=6)
     return ctx, P, np.full(12, 1 / 12)
 
 
-def case_transformation_enum(rng):
-    x = rng.integers(1, 4, (12, 2)).astype(np.float32)
+def case_transformation_enum(rng, dt=np.float32):
+    x = rng.integers(1, 4, (12, 2)).astype(dt)
     ctx = C.transformation(x, flip_sampler, enumerate_fn=flip_enum)
     return ctx, transformation_ref(ctx, x), np.full(12, 1 / 12)
 
 
-def case_transformation_draws(rng):
-    x = rng.integers(1, 4, (12, 2)).astype(np.float32)
+def case_transformation_draws(rng, dt=np.float32):
+    x = rng.integers(1, 4, (12, 2)).astype(dt)
     key = jax.random.key(3)
     ctx = C.transformation(x, flip_sampler, key=key, num_draws=16)
     draws = [flip_sampler(k, jnp.asarray(x)) for k in jax.random.split(key, 16)]
     return ctx, transformation_ref(ctx, x, draws), np.full(12, 1 / 12)
 
 
-def case_from_conditional_dense(rng):
+def case_from_conditional_dense(rng, dt=np.float32):
     a = rng.uniform(size=(12, 7)) * (rng.uniform(size=(12, 7)) < 0.6)
     a[:, 0] += 0.1
     w = rng.uniform(0.5, 1.5, 12)
@@ -233,59 +244,59 @@ def case_from_conditional_dense(rng):
     return C.from_conditional(a, weights=w), a / a.sum(1, keepdims=True), w
 
 
-def case_from_conditional_lazy(rng):
-    x, y = data(rng, 12), data(rng, 7)
+def case_from_conditional_lazy(rng, dt=np.float32):
+    x, y = data(rng, 12, dtype=dt), data(rng, 7, dtype=dt)
     Kop = ops.kernel_operator(x, y, K.RBF(0.5))
     kd = np.exp(-0.5 * d2(x, y))
     return C.from_conditional(Kop), kd / kd.sum(1, keepdims=True), np.full(12, 1 / 12)
 
 
-def case_convolve(rng):
-    x = data(rng)
+def case_convolve(rng, dt=np.float32):
+    x = data(rng, dtype=dt)
     c = quiet(C.convolve, quiet(C.knn, x, 3), C.rbf(x, 0.7))
     return c, ref_knn(x, 3) @ ref_rbf(x, 0.7), np.full(12, 1 / 12)
 
 
-def case_convolve_graph(rng):
+def case_convolve_graph(rng, dt=np.float32):
     W = sym_graph(rng)
     deg = W.sum(1)
-    feats = data(rng, 12)
+    feats = data(rng, 12, dtype=dt)
     c = C.convolve(C.graph(W), C.rbf(feats, 0.5))
     return c, (W / deg[:, None]) @ ref_rbf(feats, 0.5), deg / deg.sum()
 
 
-def case_combine_same(rng):
-    x = data(rng)
+def case_combine_same(rng, dt=np.float32):
+    x = data(rng, dtype=dt)
     c = quiet(C.combine, [quiet(C.knn, x, 3), C.rbf(x, 0.7)], [0.3, 0.7])
     assert isinstance(c.conditional, ops.SumOperator)
     return c, 0.3 * ref_knn(x, 3) + 0.7 * ref_rbf(x, 0.7), np.full(12, 1 / 12)
 
 
-def case_combine_same_sparse(rng):
-    x = data(rng)
+def case_combine_same_sparse(rng, dt=np.float32):
+    x = data(rng, dtype=dt)
     c = quiet(C.combine, [quiet(C.knn, x, 2), quiet(C.knn, x, 5)], [0.6, 0.4])
     assert isinstance(c.conditional, ops.SparseOperator)  # merged into one sparse matrix
     return c, 0.6 * ref_knn(x, 2) + 0.4 * ref_knn(x, 5), np.full(12, 1 / 12)
 
 
-def case_combine_disjoint(rng):
-    x = data(rng)
+def case_combine_disjoint(rng, dt=np.float32):
+    x = data(rng, dtype=dt)
     y = np.array([0, 1, 2, 1, 0, 2, 2, 1, 0, 2, 0, 1])
     c = quiet(C.combine, [C.labels(y), quiet(C.knn, x, 3)], [0.4, 0.6])
     assert c.shape == (12, 15)
     return c, np.hstack([0.4 * np.eye(3)[y], 0.6 * ref_knn(x, 3)]), np.full(12, 1 / 12)
 
 
-def case_concat_sparse(rng):
-    x = data(rng)
+def case_concat_sparse(rng, dt=np.float32):
+    x = data(rng, dtype=dt)
     y = np.array([0, 1, 2, 1, 0, 2, 2, 1, 0, 2, 0, 1])
     c = C.concat(C.labels(y), quiet(C.knn, x, 3))
     assert isinstance(c.conditional, ops.SparseOperator)
     return c, khatri_rao(np.eye(3)[y], ref_knn(x, 3)), np.full(12, 1 / 12)
 
 
-def case_concat_dense(rng):
-    x = data(rng)
+def case_concat_dense(rng, dt=np.float32):
+    x = data(rng, dtype=dt)
     y = np.array([0, 1, 0, 1, 1, 0, 0, 1, 1, 1, 0, 0])
     c = C.concat(C.rbf(x, 0.5), C.labels(y))
     assert isinstance(c.conditional, ops.DenseOperator)
@@ -322,47 +333,60 @@ CASES = {
 # Operators
 # --------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", list(CASES))
-def test_operator_matches_numpy_and_has_trivial_pair(name, rng):
-    ctx, P, w = CASES[name](rng)
+def test_operator_matches_numpy_and_has_trivial_pair(name, rng, precision):
+    """Every builder against float64 numpy, in float32 and (x64 on, float64 data) in float64.
+
+    Everything derived from the data (P, Z, w, p, the trivial vectors, products) has the data's
+    dtype: float64 data stays float64 when x64 is on.
+    """
+    ctx, P, w = CASES[name](rng, precision)
     v = np.random.default_rng(0).standard_normal((P.shape[1], 3))
-    Z, Pd, Zv = views(ctx, jnp.asarray(v, jnp.float32))
+    Z, Pd, Zv = views(ctx, jnp.asarray(v, precision))
+    derived = {"Z": Z, "P": Pd, "Zv": Zv, "w": ctx.weights, "p": ctx.marginal(),
+               "left": ctx.trivial_left(), "right": ctx.trivial_right()}
+    assert {k: str(a.dtype) for k, a in derived.items() if a.dtype != precision} == {}
+    assert ctx.operator().dtype == ctx.conditional.dtype == precision
     Z = np.asarray(Z, np.float64)
     assert Z.shape == P.shape == ctx.shape
-    assert rel_err(Z, ref_Z(P, w)) < RTOL
-    assert rel_err(Pd, P) < RTOL
-    assert rel_err(ctx.weights, w) < RTOL
-    assert rel_err(ctx.marginal(), P.T @ w) < RTOL
+    assert rel_err(Z, ref_Z(P, w)) < tol(precision)
+    assert rel_err(Pd, P) < tol(precision)
+    assert rel_err(ctx.weights, w) < tol(precision)
+    assert rel_err(ctx.marginal(), P.T @ w) < tol(precision)
     u0 = np.asarray(ctx.trivial_left(), np.float64)
     v0 = np.asarray(ctx.trivial_right(), np.float64)
-    assert abs(np.linalg.norm(u0) - 1) < 1e-6 and abs(np.linalg.norm(v0) - 1) < 1e-5
-    assert np.linalg.norm(Z @ v0 - u0) < 1e-5
-    assert np.linalg.norm(Z.T @ u0 - v0) < 1e-5
-    assert abs(np.linalg.svd(Z, compute_uv=False)[0] - 1.0) < 1e-5
-    assert rel_err(Zv, Z @ v) < RTOL  # the operator's products agree with its dense form
+    assert abs(np.linalg.norm(u0) - 1) < tol(precision, 1e-6)
+    assert abs(np.linalg.norm(v0) - 1) < tol(precision)
+    assert np.linalg.norm(Z @ v0 - u0) < tol(precision)
+    assert np.linalg.norm(Z.T @ u0 - v0) < tol(precision)
+    assert abs(np.linalg.svd(Z, compute_uv=False)[0] - 1.0) < tol(precision)
+    assert rel_err(Zv, Z @ v) < tol(precision)  # the operator's products agree with its dense form
 
 
-def test_teacher_operator(rng):
+def test_teacher_operator(rng, precision):
     F = rng.standard_normal((15, 4))
     F[:, 3] = F[:, 0] - 2 * F[:, 1]  # rank 3 after centring
     with pytest.warns(C.ContextWarning, match="1 of 4 directions dropped"):
         ctx = C.teacher(F)
+    assert ctx.operator().dtype == ctx.weights.dtype == ctx.trivial_right().dtype == precision
+    G = ctx.gram(jnp.arange(15))
+    assert G.dtype == precision
     Z = np.asarray(dense(ctx.operator()), np.float64)
     m = 15
     Fc = F - F.mean(0)
     proj = Fc @ np.linalg.pinv(Fc)  # projector on the span of the centred features
     assert Z.shape == (m, 4)
     # Z is unique up to a rotation of the whitened block: compare Z Z^T = (1 + F_w F_w^T) / m
-    assert rel_err(Z @ Z.T, (1.0 + m * proj) / m) < RTOL
-    np.testing.assert_allclose(Z[:, 0], 1 / np.sqrt(m), rtol=1e-6)
-    np.testing.assert_allclose(np.linalg.svd(Z, compute_uv=False), 1.0, atol=1e-5)
+    assert rel_err(Z @ Z.T, (1.0 + m * proj) / m) < tol(precision)
+    np.testing.assert_allclose(Z[:, 0], 1 / np.sqrt(m), rtol=tol(precision, 1e-6))
+    np.testing.assert_allclose(np.linalg.svd(Z, compute_uv=False), 1.0, atol=tol(precision))
     u0, v0 = np.asarray(ctx.trivial_left()), np.asarray(ctx.trivial_right())
-    assert np.linalg.norm(Z @ v0 - u0) < 1e-6 and np.linalg.norm(Z.T @ u0 - v0) < 1e-5
-    G = np.asarray(ctx.gram(jnp.arange(m)), np.float64)
-    assert rel_err(G, 1.0 + m * proj) < RTOL
+    assert np.linalg.norm(Z @ v0 - u0) < tol(precision, 1e-6)
+    assert np.linalg.norm(Z.T @ u0 - v0) < tol(precision)
+    assert rel_err(G, 1.0 + m * proj) < tol(precision)
 
 
-def test_from_kernel_eigenvalues_match_numpy(rng):
-    x = rng.standard_normal((24, 2)).astype(np.float32)
+def test_from_kernel_eigenvalues_match_numpy(rng, precision):
+    x = rng.standard_normal((24, 2)).astype(precision)
     rho = 0.6
     t = rho**2
     xa = np.asarray(x, np.float64)
@@ -372,10 +396,12 @@ def test_from_kernel_eigenvalues_match_numpy(rng):
     for ctx in (C.from_kernel(x, K.Mehler(rho)),
                 C.from_kernel(x, K.Mehler(rho), materialize_bytes=0, block_rows=16)):
         assert ctx.squared and ctx.symmetric
-        got = np.linalg.eigvalsh(np.asarray(dense(ctx.operator()), np.float64))
-        np.testing.assert_allclose(got, want, atol=1e-5 * want.max())
-        assert rel_err(ctx.gram(jnp.arange(24)), kref) < RTOL
-        assert rel_err(ctx.conditional_rows(x[:5]), kref[:5]) < RTOL
+        Zd, G, R = dense(ctx.operator()), ctx.gram(jnp.arange(24)), ctx.conditional_rows(x[:5])
+        assert Zd.dtype == G.dtype == R.dtype == ctx.weights.dtype == precision
+        got = np.linalg.eigvalsh(np.asarray(Zd, np.float64))
+        np.testing.assert_allclose(got, want, atol=tol(precision) * want.max())
+        assert rel_err(G, kref) < tol(precision)
+        assert rel_err(R, kref[:5]) < tol(precision)
         with pytest.raises(NotImplementedError, match="no pair sampler"):
             ctx.sample_indices(jax.random.key(0), 4)
         with pytest.raises(NotImplementedError, match="marginal"):
@@ -401,32 +427,40 @@ def test_from_kernel_plain_function_and_asymmetric_kernel(rng):
 # --------------------------------------------------------------------------------------------------
 # Known spectra
 # --------------------------------------------------------------------------------------------------
-def test_balanced_labels_spectrum():
+def test_balanced_labels_spectrum(precision):
     y = np.repeat(np.arange(4), 5)
-    Z = np.asarray(C.labels(y).operator().to_dense(), np.float64)
-    np.testing.assert_allclose(np.linalg.svd(Z, compute_uv=False), 1.0, atol=1e-6)
+    Zd = C.labels(y).operator().to_dense()
+    assert Zd.dtype == precision  # integer labels: JAX's default float dtype
+    Z = np.asarray(Zd, np.float64)
+    atol = tol(precision, 1e-6)
+    np.testing.assert_allclose(np.linalg.svd(Z, compute_uv=False), 1.0, atol=atol)
     ev = np.sort(np.linalg.eigvalsh(Z @ Z.T))[::-1]  # s_0 = 1 and s_1..s_{C-1} = 1, then 0
-    np.testing.assert_allclose(ev[:4], 1.0, atol=1e-6)
-    np.testing.assert_allclose(ev[4:], 0.0, atol=1e-6)
+    np.testing.assert_allclose(ev[:4], 1.0, atol=atol)
+    np.testing.assert_allclose(ev[4:], 0.0, atol=atol)
 
 
-def test_graph_singular_values_are_abs_eigenvalues(rng):
+def test_graph_singular_values_are_abs_eigenvalues(rng, precision):
     W = sym_graph(rng, n=14, density=0.3)
     dm = 1 / np.sqrt(W.sum(1))
     want = np.sort(np.abs(np.linalg.eigvalsh(dm[:, None] * W * dm[None, :])))[::-1]
     ctx = C.graph(W)
     assert ctx.symmetric
-    Z = np.asarray(dense(ctx.operator()), np.float64)
+    Zd = dense(ctx.operator())
+    assert Zd.dtype == precision  # float64 weights: float64 with x64 on, float32 without
+    Z = np.asarray(Zd, np.float64)
     assert np.array_equal(Z, Z.T)  # exactly symmetric
-    np.testing.assert_allclose(np.linalg.svd(Z, compute_uv=False), want, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.svd(Z, compute_uv=False), want,
+                               atol=tol(precision, 1e-6))
 
 
-def test_cycle_graph_spectrum():
+def test_cycle_graph_spectrum(precision):
     n = 12
     ctx = C.graph(edges=np.array([[i, (i + 1) % n] for i in range(n)]))
-    s = np.linalg.svd(np.asarray(dense(ctx.operator()), np.float64), compute_uv=False)
+    Zd = dense(ctx.operator())
+    assert Zd.dtype == precision  # unweighted: JAX's default float dtype
+    s = np.linalg.svd(np.asarray(Zd, np.float64), compute_uv=False)
     want = np.sort(np.abs(np.cos(2 * np.pi * np.arange(n) / n)))[::-1]
-    np.testing.assert_allclose(s, want, atol=1e-6)
+    np.testing.assert_allclose(s, want, atol=tol(precision, 1e-6))
 
 
 def test_graph_input_formats_agree(rng):
@@ -463,6 +497,11 @@ def test_directed_graph(rng):
 SAMPLED = ["labels", "graph", "rbf-matrix-free", "masked-rbf", "masked-knn",
            "from-conditional-lazy", "convolve", "combine-same", "combine-disjoint",
            "concat-sparse", "concat-dense"]
+# float64: the row models whose probabilities have a dtype (CDFs and alias table, kernel rows,
+# merged sparse mixture, operator rows, mixture weights, dense rows); compiling threefry-heavy
+# samplers dominates the cost, so the others run in float32 only
+SAMPLED64 = ["graph", "rbf-matrix-free", "masked-knn", "from-conditional-lazy", "combine-same",
+             "concat-dense"]
 
 
 N_DRAWS = 120_000
@@ -490,15 +529,21 @@ def pair_frequency_problem(i, j, P, w):
     return None
 
 
-def test_samplers_match_pair_frequencies(rng):
-    """i ~ w, j ~ P[i, :] for every row model; deterministic per key; the same eager and jitted."""
-    built = [CASES[name](rng) for name in SAMPLED]
+def test_samplers_match_pair_frequencies(rng, precision):
+    """i ~ w, j ~ P[i, :] for every row model; deterministic per key; the same eager and jitted.
+
+    In float64 the samplers' probabilities (CDFs, alias tables, kernel rows) are float64.
+    """
+    sampled = SAMPLED if precision == np.float32 else SAMPLED64
+    built = [CASES[name](rng, precision) for name in sampled]
     ctxs = [b[0] for b in built]
+    g = ctxs[sampled.index("graph")]  # the sampling probabilities have the context's dtype
+    assert g.wsampler.prob.dtype == g.rows.cdf.dtype == precision
     first = draw_all(ctxs, jax.random.key(11))
     again = draw_all(ctxs, jax.random.key(11))
     other = draw_all(ctxs, jax.random.key(12))
     problems = {}
-    for name, (_, P, w), (i, j), (i2, j2), (_, j3) in zip(SAMPLED, built, first, again, other,
+    for name, (_, P, w), (i, j), (i2, j2), (_, j3) in zip(sampled, built, first, again, other,
                                                            strict=True):
         assert i.shape == j.shape == (N_DRAWS,)
         msg = pair_frequency_problem(i, j, P, w)
@@ -509,6 +554,8 @@ def test_samplers_match_pair_frequencies(rng):
         if msg is not None:
             problems[name] = msg
     assert not problems, problems
+    if precision != np.float32:
+        return
     k = SAMPLED.index("combine-disjoint")
     i_e, j_e = ctxs[k].sample_indices(jax.random.key(11), N_DRAWS)  # eager call
     assert np.array_equal(np.asarray(i_e), first[k][0])
@@ -610,16 +657,17 @@ GRAM_CASES = ["labels", "graph", "rbf", "masked-rbf", "from-conditional-dense",
 
 
 @pytest.mark.parametrize("name", GRAM_CASES)
-def test_gram_matches_numpy(name, rng):
-    ctx, P, w = CASES[name](rng)
+def test_gram_matches_numpy(name, rng, precision):
+    ctx, P, w = CASES[name](rng, precision)
     Gref = ref_gram(P, w)
     m = P.shape[0]
     idx = np.array([3, 0, 5, 5, m - 1])
     idx2 = np.arange(m)[::-1]
     G1, G2 = jax.jit(lambda c, a, b: (c.gram(a), c.gram(a, b)))(ctx, jnp.asarray(idx),
                                                                   jnp.asarray(idx2))
-    assert rel_err(G1, Gref[np.ix_(idx, idx)]) < RTOL
-    assert rel_err(G2, Gref[np.ix_(idx, idx2)]) < RTOL
+    assert G1.dtype == G2.dtype == precision
+    assert rel_err(G1, Gref[np.ix_(idx, idx)]) < tol(precision)
+    assert rel_err(G2, Gref[np.ix_(idx, idx2)]) < tol(precision)
 
 
 def test_gram_sparse_compressed_and_dense_routes(rng):
@@ -639,8 +687,8 @@ ROW_CASES = ["regression-labels", "knn", "knn-include-self", "rbf", "rbf-matrix-
 
 
 @pytest.mark.parametrize("name", ROW_CASES)
-def test_conditional_rows_at_training_points(name, rng):
-    ctx, P, _ = CASES[name](rng)
+def test_conditional_rows_at_training_points(name, rng, precision):
+    ctx, P, _ = CASES[name](rng, precision)
     if name == "regression-labels":
         rows = ctx.conditional_rows(y=np.asarray(ctx.a_values)[:, 0])
     elif name == "combine-disjoint":  # labels and kNN: the rows need both y and x
@@ -648,7 +696,8 @@ def test_conditional_rows_at_training_points(name, rng):
         rows = ctx.conditional_rows(np.asarray(ctx.rows.parts[1].x), y=y)
     else:
         rows = ctx.conditional_rows(np.asarray(ctx.x))
-    assert rel_err(rows, P) < RTOL
+    assert rows.dtype == precision
+    assert rel_err(rows, P) < tol(precision)
 
 
 def test_conditional_rows_labels_and_concat(rng):
@@ -664,20 +713,22 @@ def test_conditional_rows_labels_and_concat(rng):
     assert rel_err(cc.conditional_rows(x, y=yc), Pc) < RTOL
 
 
-def test_conditional_rows_at_new_points(rng):
-    x = data(rng)
-    xn = data(rng, m=4)
+def test_conditional_rows_at_new_points(rng, precision):
+    x = data(rng, dtype=precision)
+    xn = data(rng, m=4, dtype=precision)
     r = C.rbf(x, 0.7).conditional_rows(xn)
     kn = np.exp(-0.7 * d2(xn, x))
-    assert rel_err(r, kn / kn.sum(1, keepdims=True)) < RTOL
-    far = np.full((1, 3), 1e3, np.float32)  # kernel underflows; rows stay normalised
+    assert r.dtype == precision
+    assert rel_err(r, kn / kn.sum(1, keepdims=True)) < tol(precision)
+    far = np.full((1, 3), 1e3, precision)  # kernel underflows; rows stay normalised
     rf = np.asarray(C.rbf(x, 0.7).conditional_rows(far))
-    assert np.all(np.isfinite(rf)) and abs(rf.sum() - 1) < 1e-5
-    rk = np.asarray(quiet(C.knn, x, 3).conditional_rows(xn))
+    assert np.all(np.isfinite(rf)) and abs(rf.sum() - 1) < tol(precision)
+    rk = quiet(C.knn, x, 3).conditional_rows(xn)
+    assert rk.dtype == precision
     dn = d2(xn, x)
     want = np.zeros((4, 12))
     np.put_along_axis(want, np.argsort(dn, axis=1)[:, :3], 1 / 3, axis=1)
-    assert rel_err(rk, want) < RTOL
+    assert rel_err(rk, want) < tol(precision)
 
 
 @pytest.mark.parametrize("name", ["graph", "transformation-enumerated"])
@@ -685,6 +736,184 @@ def test_conditional_rows_not_available(name, rng):
     ctx, _, _ = CASES[name](rng)
     with pytest.raises(NotImplementedError, match="new inputs"):
         ctx.conditional_rows(np.zeros((1, 2)))
+
+
+# --------------------------------------------------------------------------------------------------
+# kNN at the training points: the stored rows of P, exactly (duplicates and ties included)
+# --------------------------------------------------------------------------------------------------
+def gaussian_with_duplicates(rng, dtype, m=400, d=30):
+    """30-D Gaussian points with 20 duplicated pairs and a point repeated four times."""
+    x = rng.standard_normal((m, d)).astype(dtype)
+    x[200:220] = x[:20]
+    x[300:303] = x[5]
+    return x
+
+
+def grid_with_duplicates(rng, dtype):
+    """Integer grid points (distance ties everywhere), every point twice, a few three times."""
+    g = np.stack(np.meshgrid(np.arange(7), np.arange(7), indexing="ij"), -1).reshape(-1, 2)
+    x = np.concatenate([g, g, g[:5]]).astype(dtype)
+    return x[rng.permutation(x.shape[0])]
+
+
+@pytest.mark.parametrize("include_self", [False, True])
+def test_knn_rows_at_training_points_are_the_rows_of_P(rng, precision, include_self):
+    """conditional_rows(x_train) == P exactly: K = 5, 400 points in 30-D, with duplicates.
+
+    float32 neighbour search gives self-distances near 1e-7, so a ``dist == 0`` self test
+    misses training points; they are matched by value instead (REFERENCE.md section 2's P).
+    """
+    x = gaussian_with_duplicates(rng, precision)
+    ctx = quiet(C.knn, x, 5, include_self=include_self)
+    P = np.asarray(ctx.conditional.to_dense())
+    rows = ctx.conditional_rows(x)
+    assert rows.dtype == precision
+    assert knn_row_problems(x, P, 5, include_self) == []
+    assert np.array_equal(np.asarray(rows), P)
+
+
+def knn_row_problems(x, P, k, include_self):
+    """Rows of P that are not a kNN row of x in float64: 1/k on k columns, x_i itself included
+    (``include_self``) or not, the others among the nearest other samples (any order of ties)."""
+    d = d2(x)
+    np.fill_diagonal(d, np.inf)
+    n_other = k - 1 if include_self else k
+    bad = []
+    for i in range(x.shape[0]):
+        cols = np.flatnonzero(P[i])
+        others = cols[cols != i]
+        kth = np.sort(d[i])[n_other - 1] if n_other else 0.0
+        ok = (cols.size == k and np.allclose(P[i, cols], 1 / k)
+              and (i in cols) == include_self
+              and (others.size == 0 or d[i, others].max() <= kth * (1 + 1e-5)))
+        if not ok:
+            bad.append(i)
+    return bad
+
+
+@pytest.mark.parametrize("include_self", [False, True])
+def test_knn_rows_at_training_points_with_ties(rng, precision, include_self):
+    """Integer grid points, every point duplicated: distance ties everywhere; rows still exact."""
+    x = grid_with_duplicates(rng, precision)
+    ctx = quiet(C.knn, x, 5, include_self=include_self)
+    P = np.asarray(ctx.conditional.to_dense())
+    assert knn_row_problems(x, P, 5, include_self) == []
+    assert np.array_equal(np.asarray(ctx.conditional_rows(x)), P)
+    mk = quiet(C.masked, x, "knn", key=jax.random.key(MASK_KEY), k=5, num_masks=3, ratio=0.5,
+               include_self=include_self)  # each mask keeps one coordinate: more ties
+    assert np.array_equal(np.asarray(mk.conditional_rows(x)),
+                          np.asarray(mk.conditional.to_dense()))
+
+
+def test_knn_rows_duplicates_are_matched_in_order_and_new_points_use_neighbours(rng):
+    """The r-th query of a duplicated value gets the r-th copy's row; other points their k NN."""
+    x = data(rng, m=60, d=4)
+    x[40:42] = x[7]  # x[7] is held by samples 7, 40, 41
+    ctx = quiet(C.knn, x, 3)
+    P = np.asarray(ctx.conditional.to_dense())
+    q = x[[41, 7, 7, 7, 7, 3]]  # five queries of one value (held by 7, 40, 41), then x_3
+    rows = np.asarray(ctx.conditional_rows(q))
+    copies = [7, 40, 41]  # index order; the five queries cycle through them
+    want = [P[7], P[40], P[41], P[7], P[40], P[3]]
+    assert np.array_equal(rows, np.stack(want))
+    assert not np.array_equal(P[7], P[40])  # the copies' rows differ: the order matters
+    assert all(P[c, c] == 0 for c in copies)  # self excluded by index, copies are neighbours
+    # a point near x_3 but not equal to it is a new point: x_3 is one of its neighbours
+    near = x[3:4] + np.float32(1e-3)
+    r = np.asarray(ctx.conditional_rows(near))[0]
+    dn = d2(near, x)[0]
+    want_new = np.zeros(60)
+    want_new[np.argsort(dn, kind="stable")[:3]] = 1 / 3
+    assert r[3] == np.float32(1 / 3) and np.array_equal(r, want_new.astype(np.float32))
+    negzero = np.zeros((2, 4), np.float32)
+    negzero[1] = -0.0  # -0.0 equals 0.0: both rows are matched to the same training point
+    x0 = np.concatenate([x, np.zeros((1, 4), np.float32)])
+    c0 = quiet(C.knn, x0, 3)
+    r0 = np.asarray(c0.conditional_rows(negzero))
+    assert np.array_equal(r0[0], r0[1]) and r0[0, 60] == 0
+
+
+def test_knn_include_self_keeps_every_copy_in_its_own_row():
+    """With more copies of a point than k, include_self still puts x_i in row i."""
+    x = np.concatenate([np.zeros((6, 2)), np.arange(1, 7, dtype=np.float64)[:, None] * [1, 0]])
+    ctx = quiet(C.knn, x.astype(np.float32), 3, include_self=True)
+    P = np.asarray(ctx.conditional.to_dense())
+    assert np.all(np.diag(P) == np.float32(1 / 3))
+    assert np.all((P > 0).sum(1) == 3)
+    assert np.all(P[:6, 6:] == 0)  # the zeros' other neighbours are copies at distance 0
+
+
+# --------------------------------------------------------------------------------------------------
+# Dtypes: float inputs keep their dtype where x64 allows, integers get the default float dtype
+# --------------------------------------------------------------------------------------------------
+def dtype_cases(rng, dtype):
+    """(name, build) for every builder fed data of ``dtype`` (integer dtypes: labels and grids)."""
+    if np.issubdtype(dtype, np.integer):
+        x = rng.integers(0, 5, (10, 3)).astype(dtype)
+        W = rng.integers(1, 3, (10, 10)).astype(dtype)
+    else:
+        x = rng.standard_normal((10, 3)).astype(dtype)
+        W = rng.uniform(0.5, 1.0, (10, 10)).astype(dtype)
+    W = W + W.T
+    y = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 0])
+    key = jax.random.key(MASK_KEY)
+    return [
+        ("knn", lambda: quiet(C.knn, x, 3)),
+        ("rbf", lambda: C.rbf(x, 0.5)),
+        ("masked-knn", lambda: quiet(C.masked, x, "knn", key=key, k=3, num_masks=2)),
+        ("masked-rbf", lambda: C.masked(x, "rbf", key=key, gamma=0.5, num_masks=2)),
+        ("graph", lambda: C.graph(W)),
+        ("graph-scipy", lambda: C.graph(sp.csr_matrix(W))),
+        ("graph-edge-weights", lambda: C.graph(edges=np.array([[0, 1], [1, 2], [2, 0]]),
+                                               weights=W[0, :3])),
+        ("from-conditional", lambda: C.from_conditional(W)),
+        ("from-conditional-scipy", lambda: C.from_conditional(sp.csr_matrix(W))),
+        ("from-kernel", lambda: C.from_kernel(x, K.RBF(0.5))),
+        ("teacher", lambda: quiet(C.teacher, x)),
+        ("transformation", lambda: C.transformation(x, flip_sampler, enumerate_fn=lambda xi: (
+            np.stack([xi, -xi]), np.array([0.5, 0.5])))),
+        ("regression-labels", lambda: C.labels(x[:, 0], kind="regression", gamma=0.5)),
+        ("combine", lambda: quiet(C.combine, [C.labels(y), quiet(C.knn, x, 3)], [0.5, 0.5])),
+        ("concat", lambda: C.concat(C.labels(y), quiet(C.knn, x, 3))),
+    ]
+
+
+def context_dtypes(ctx):
+    """The dtypes of everything a context derives from its data, by name."""
+    out = {"Z": ctx.operator().dtype, "w": ctx.weights.dtype, "right": ctx.trivial_right().dtype}
+    if ctx.conditional is not None:
+        out.update(P=ctx.conditional.dtype, p=ctx.marginal().dtype)
+    return {k: np.dtype(v) for k, v in out.items()}
+
+
+@pytest.mark.parametrize("precision", ["float64"], indirect=True)
+@pytest.mark.parametrize("source", ["float32", "int32"])
+def test_context_dtype_follows_the_data(rng, precision, source):
+    """With x64 on, float32 data stays float32 and integer data gets JAX's default float dtype
+    (float64 here). With x64 off both are float32, as every float32 test checks; float64 data
+    is checked by every test taking ``precision`` (float64 with x64 on, float32 without)."""
+    want = np.dtype(np.float32) if source == "float32" else precision
+    wrong = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", C.ContextWarning)  # rank / zero marginals: not the point
+        for name, build in dtype_cases(rng, np.dtype(source)):
+            if source == "float32" and name in ("combine", "concat"):
+                continue  # mixed with labels (default float): test_mixtures_promote
+            bad = {k: str(v) for k, v in context_dtypes(build()).items() if v != want}
+            if bad:
+                wrong[name] = bad
+    assert wrong == {}
+
+
+@pytest.mark.parametrize("precision", ["float64"], indirect=True)
+def test_mixtures_promote(rng, precision):
+    """Mixtures take the promoted dtype of their parts (labels: the default float dtype, float64
+    with x64 on; a float32 kNN part stays float32 on its own)."""
+    x = data(rng, dtype=np.float32)
+    y = np.array([0, 1, 2, 1, 0, 2, 2, 1, 0, 2, 0, 1])
+    c = quiet(C.combine, [C.labels(y), quiet(C.knn, x, 3)], [0.5, 0.5])
+    assert quiet(C.knn, x, 3).operator().dtype == np.float32
+    assert c.operator().dtype == c.marginal().dtype == precision
 
 
 # --------------------------------------------------------------------------------------------------
@@ -819,6 +1048,37 @@ BAD = [
      "negative"),
     ("from-conditional-weights", lambda: C.from_conditional(np.eye(3), weights=[0.5, 0.5, 0.5]),
      ValueError, "sum to 1"),
+    # complex input: refused, naming the argument (numpy would drop the imaginary part)
+    ("rbf-complex", lambda: C.rbf(np.eye(3) + 1j, 1.0), TypeError, "x: complex"),
+    ("knn-complex", lambda: C.knn(np.eye(4) * 1j, 1), TypeError, "x: complex"),
+    ("masked-complex", lambda: C.masked(np.eye(5) + 0j, key=jax.random.key(0), gamma=1.0),
+     TypeError, "x: complex"),
+    ("graph-complex", lambda: C.graph(np.ones((3, 3)) + 1j), TypeError, "adjacency: complex"),
+    ("graph-scipy-complex", lambda: C.graph(sp.csr_matrix(np.ones((3, 3)) * (1 + 1j))),
+     TypeError, "adjacency: complex"),
+    ("graph-weights-complex", lambda: C.graph(edges=np.array([[0, 1]]), weights=[1j]),
+     TypeError, "weights: complex"),
+    ("graph-edges-complex", lambda: C.graph(edges=np.array([[0, 1j]])), TypeError,
+     "edges: complex"),
+    ("labels-complex", lambda: C.labels(np.array([0, 1j])), TypeError, "y: complex"),
+    ("regression-complex", lambda: C.labels(np.ones(3) * 1j, kind="regression", gamma=1.0),
+     TypeError, "y: complex"),
+    ("from-conditional-complex", lambda: C.from_conditional(np.eye(3) + 0j), TypeError,
+     "conditional: complex"),
+    ("from-conditional-scipy-complex", lambda: C.from_conditional(sp.eye(3, dtype=complex)),
+     TypeError, "conditional: complex"),
+    ("from-conditional-weights-complex", lambda: C.from_conditional(
+        np.eye(2), weights=np.array([0.5, 0.5 + 0j])), TypeError, "weights: complex"),
+    ("from-kernel-complex", lambda: C.from_kernel(np.eye(3) * 1j, K.RBF(1.0)), TypeError,
+     "x: complex"),
+    ("teacher-complex", lambda: C.teacher(np.eye(3) + 1j), TypeError, "features: complex"),
+    ("transformation-complex", lambda: C.transformation(
+        np.eye(2) + 1j, None, enumerate_fn=flip_enum), TypeError, "x: complex"),
+    ("combine-weights-complex", lambda: C.combine([C.rbf(np.eye(3), 1.0)] * 2,
+                                                  np.array([0.5, 0.5j])), TypeError,
+     "weights: complex"),
+    ("rows-complex", lambda: C.rbf(np.eye(3), 1.0).conditional_rows(np.eye(3) * 1j),
+     TypeError, "x_new: complex"),
 ]
 
 

@@ -426,6 +426,35 @@ def test_from_arrays_errors(x, y, match):
         ds.from_arrays(x, y)
 
 
+@pytest.mark.parametrize("precision", ["float64"], indirect=True)
+def test_dtypes_follow_the_x64_setting(rng, precision):
+    """With x64 on, generated samples and contexts have JAX's default float dtype (float64) and
+    float64 user and bundled data stay float64, float32 data float32 (x64 off: the float32
+    checks of the other tests)."""
+    default = np.dtype(jnp.zeros((), float).dtype)
+    assert default == precision
+    for prob in (ds.hypercube(3, 0.1), ds.cycle(8), ds.balanced_labels(2, 4, key=_key(rng)),
+                 ds.gaussian_noise(9, 2, 0.5, sampling="quadrature"),
+                 ds.hypercube(3, 0.1, dense=False)):
+        assert prob.x.dtype == default, prob.name
+        assert prob.context.operator().dtype == default, prob.name
+    x = rng.normal(size=(6, 2))
+    assert ds.from_arrays(x, rng.normal(size=6)).x.dtype == precision
+    assert ds.from_arrays(x, rng.normal(size=6)).y.dtype == precision
+    assert ds.from_arrays(x.astype(np.float32)).x.dtype == np.float32
+    assert ds.from_arrays(rng.integers(0, 3, (6, 2))).x.dtype == default
+    assert ds.load("iris").x.dtype == precision
+
+
+def test_complex_data_is_refused():
+    with pytest.raises(TypeError, match="x: complex"):
+        ds.from_arrays(np.ones((3, 2)) * 1j)
+    with pytest.raises(TypeError, match="y: complex"):
+        ds.from_arrays(np.ones((3, 2)), np.ones(3) * 1j)
+    with pytest.raises(TypeError, match="points: complex"):
+        ds.hermite_functions(np.ones((2, 1)) * 1j, 2)
+
+
 def test_from_arrays_bad_task():
     with pytest.raises(ValueError, match="task"):
         ds.from_arrays(np.ones((3, 2)), np.ones(3), task="ranking")

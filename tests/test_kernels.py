@@ -1,4 +1,8 @@
-"""Tile kernels against float64 numpy formulas, Mehler's known spectrum, pytrees, bad input."""
+"""Tile kernels against float64 numpy formulas, Mehler's known spectrum, pytrees, bad input.
+
+Kernel values are checked in float32 and (``precision`` fixture, x64 on, float64 points) in float64,
+with tolerances scaled by the dtype's eps; tiles have the dtype of their points.
+"""
 
 import math
 
@@ -10,7 +14,12 @@ from numpy.polynomial import hermite_e as He
 
 from jaxcontext import kernels as K
 
-RTOL = 1e-5
+RTOL = 1e-5  # float32
+
+
+def tol(dtype, f32=RTOL):
+    """A float32 tolerance ``f32`` scaled to ``dtype`` by the ratio of the eps (float32: as is)."""
+    return f32 * float(np.finfo(dtype).eps) / float(np.finfo(np.float32).eps)
 
 
 def rel_err(a, b):
@@ -41,13 +50,22 @@ def xy(rng):
     return x, y
 
 
-def test_sq_distances_match_numpy_and_are_nonnegative(xy):
-    x, y = xy
+@pytest.fixture
+def xy_p(rng, precision):
+    """Points in the dtype under test (float64 inside ``jax.enable_x64``)."""
+    x = rng.standard_normal((13, 4)).astype(precision)
+    y = rng.standard_normal((9, 4)).astype(precision)
+    return x, y
+
+
+def test_sq_distances_match_numpy_and_are_nonnegative(xy_p, precision):
+    x, y = xy_p
     d = K.sq_distances(jnp.asarray(x), jnp.asarray(y))
-    assert rel_err(d, d2_np(x, y)) < RTOL
+    assert d.dtype == precision
+    assert rel_err(d, d2_np(x, y)) < tol(precision)
     dd = np.asarray(K.sq_distances(jnp.asarray(x), jnp.asarray(x)))
     assert dd.min() >= 0.0
-    assert np.abs(np.diag(dd)).max() < 1e-5
+    assert np.abs(np.diag(dd)).max() < tol(precision)
 
 
 @pytest.mark.parametrize(
@@ -66,22 +84,27 @@ def test_sq_distances_match_numpy_and_are_nonnegative(xy):
     ],
     ids=["rbf", "laplacian", "linear", "polynomial", "mehler", "mehler-negative-rho"],
 )
-def test_kernels_match_numpy(kernel, ref, xy):
-    x, y = xy
+def test_kernels_match_numpy(kernel, ref, xy_p, precision):
+    x, y = xy_p
     got = kernel(jnp.asarray(x), jnp.asarray(y))
     assert got.shape == (13, 9)
-    assert rel_err(got, ref(x, y)) < 1e-5
+    assert got.dtype == precision
+    assert rel_err(got, ref(x, y)) < tol(precision)
+    masked = K.Masked(base=kernel, mask=jnp.asarray([True, False, True, True]))
+    assert masked(jnp.asarray(x), jnp.asarray(y)).dtype == precision
 
 
 @pytest.mark.parametrize("kernel", [K.RBF(0.7), K.Laplacian(0.4), K.Mehler(0.6)],
                          ids=["rbf", "laplacian", "mehler"])
-def test_log_is_log_of_kernel_and_does_not_underflow(kernel, xy):
-    x, y = xy
-    lg = np.asarray(kernel.log(jnp.asarray(x), jnp.asarray(y)), np.float64)
-    assert np.abs(lg - np.log(np.asarray(kernel(x, y), np.float64))).max() < 1e-4
-    far = jnp.full((1, 4), 1000.0)
-    assert float(kernel(far, jnp.zeros((1, 4)))[0, 0]) == 0.0  # the kernel underflows
-    lfar = float(kernel.log(far, jnp.zeros((1, 4)))[0, 0])  # its log does not
+def test_log_is_log_of_kernel_and_does_not_underflow(kernel, xy_p, precision):
+    x, y = xy_p
+    lg = kernel.log(jnp.asarray(x), jnp.asarray(y))
+    assert lg.dtype == precision
+    lg = np.asarray(lg, np.float64)
+    assert np.abs(lg - np.log(np.asarray(kernel(x, y), np.float64))).max() < tol(precision, 1e-4)
+    far = jnp.full((1, 4), 1e5 if precision == np.float64 else 1000.0, precision)
+    assert float(kernel(far, jnp.zeros((1, 4), precision))[0, 0]) == 0.0  # the kernel underflows
+    lfar = float(kernel.log(far, jnp.zeros((1, 4), precision))[0, 0])  # its log does not
     assert np.isfinite(lfar) and lfar < -100
 
 

@@ -1,4 +1,8 @@
-"""Operators: products and transposed products against float64 numpy, algebra, pytrees, bad input."""
+"""Operators: products against float64 numpy, algebra, pytrees, dtypes, bad input.
+
+Products run in float32 and (``precision`` fixture, x64 on, float64 data) in float64, with
+tolerances scaled by the dtype's eps.
+"""
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +13,12 @@ import scipy.sparse as sp
 from jaxcontext import kernels
 from jaxcontext import operators as ops
 
-RTOL = 1e-5
+RTOL = 1e-5  # float32
+
+
+def tol(dtype, f32=RTOL):
+    """A float32 tolerance ``f32`` scaled to ``dtype`` by the ratio of the eps (float32: as is)."""
+    return f32 * float(np.finfo(dtype).eps) / float(np.finfo(np.float32).eps)
 
 
 def rel_err(a, b):
@@ -23,22 +32,26 @@ def rbf_dense(x, y, gamma):
     return np.exp(-gamma * d2)
 
 
-def make_cases(rng):
-    """(name, operator, float64 dense reference) for every operator kind and composition."""
+def make_cases(rng, dt=np.float32):
+    """(name, operator, float64 dense reference) for every operator kind and composition.
+
+    The data have dtype ``dt`` (the sparse matrix is given in float64, values representable in
+    float32: ``sparse_from_scipy`` keeps float64 with x64 on, rounds exactly without).
+    """
     m, n = 37, 29
-    a = rng.standard_normal((m, n)).astype(np.float32)
+    a = rng.standard_normal((m, n)).astype(dt)
     s = sp.random(m, n, density=0.2, random_state=rng, format="lil", dtype=np.float64)
     s[3, :] = 0  # an empty row
     s = s.tocsr().astype(np.float32).astype(np.float64)  # values exactly representable in float32
     s.eliminate_zeros()
-    x = rng.standard_normal((m, 3)).astype(np.float32)
-    y = rng.standard_normal((n, 3)).astype(np.float32)
+    x = rng.standard_normal((m, 3)).astype(dt)
+    y = rng.standard_normal((n, 3)).astype(dt)
     kd = rbf_dense(x, y, 0.4)
-    d1 = rng.uniform(0.5, 2.0, m).astype(np.float32)
-    d2 = rng.uniform(0.5, 2.0, n).astype(np.float32)
+    d1 = rng.uniform(0.5, 2.0, m).astype(dt)
+    d2 = rng.uniform(0.5, 2.0, n).astype(dt)
     S, A = ops.sparse_from_scipy(s), ops.dense(a)
     K = ops.kernel_operator(x, y, kernels.RBF(0.4), block_rows=8)  # several tiles, ragged last one
-    b = rng.standard_normal((n, 11)).astype(np.float32)
+    b = rng.standard_normal((n, 11)).astype(dt)
     return [
         ("dense", A, a.astype(np.float64)),
         ("sparse", S, s.toarray()),
@@ -59,20 +72,28 @@ CASE_NAMES = [c[0] for c in make_cases(np.random.default_rng(0))]
 
 
 @pytest.mark.parametrize("name", CASE_NAMES)
-@pytest.mark.parametrize("k", [1, 5])
-def test_products_match_float64(name, k, rng):
-    op, ref = next((o, r) for nm, o, r in make_cases(rng) if nm == name)
+@pytest.mark.parametrize("k, precision", [(1, "float32"), (5, "float32"), (5, "float64")],
+                         indirect=["precision"])
+def test_products_match_float64(name, k, precision, rng):
+    """float32 data in float32; float64 data with x64 on: float64 operators, ~1e-14 relative."""
+    op, ref = next((o, r) for nm, o, r in make_cases(rng, precision) if nm == name)
     m, n = ref.shape
     assert op.shape == (m, n)
+    assert op.dtype == precision
     x = rng.standard_normal((n, k))
     y = rng.standard_normal((m, k))
-    assert rel_err(op.matmat(jnp.asarray(x, jnp.float32)), ref @ x) < RTOL
-    assert rel_err(op.rmatmat(jnp.asarray(y, jnp.float32)), ref.T @ y) < RTOL
-    assert rel_err(op.T.matmat(jnp.asarray(y, jnp.float32)), ref.T @ y) < RTOL
+    r = tol(precision)
+    out = op.matmat(jnp.asarray(x, precision))
+    assert out.dtype == precision
+    assert rel_err(out, ref @ x) < r
+    assert rel_err(op.rmatmat(jnp.asarray(y, precision)), ref.T @ y) < r
+    assert rel_err(op.T.matmat(jnp.asarray(y, precision)), ref.T @ y) < r
     # vectors, the @ operator, and array @ operator
-    assert rel_err(op @ jnp.asarray(x[:, 0], jnp.float32), ref @ x[:, 0]) < RTOL
-    assert rel_err(jnp.asarray(y.T, jnp.float32) @ op, y.T @ ref) < RTOL
-    assert rel_err(op.to_dense(), ref) < RTOL
+    assert rel_err(op @ jnp.asarray(x[:, 0], precision), ref @ x[:, 0]) < r
+    assert rel_err(jnp.asarray(y.T, precision) @ op, y.T @ ref) < r
+    dense = op.to_dense()
+    assert dense.dtype == precision
+    assert rel_err(dense, ref) < r
 
 
 @pytest.mark.parametrize("name", CASE_NAMES)
@@ -221,3 +242,82 @@ def test_plain_function_kernel_is_wrapped(rng):
     K = ops.kernel_operator(x, kernel=lambda a, b: a @ b.T)
     out = jax.jit(lambda o: o.to_dense())(K)
     assert rel_err(out, x.astype(np.float64) @ x.T) < RTOL
+
+
+def test_operator_dtypes_follow_the_data(rng, precision):
+    """float64 data: float64 with x64 on, float32 without; float32 data: float32 always;
+    integer data: JAX's default float dtype; scalars and sum weights take the operator's dtype."""
+    from jax.experimental import sparse as jsparse
+
+    from jaxcontext import _validation
+
+    default = np.dtype(jnp.zeros((), float).dtype)
+    assert default == precision
+    a64 = rng.standard_normal((5, 4))
+    a32 = a64.astype(np.float32)
+    ai = rng.integers(0, 3, (5, 4))
+    s64 = sp.random(5, 4, density=0.5, random_state=rng, format="csr")
+    got = {
+        "dense-f64": ops.as_operator(a64),
+        "dense-f32": ops.as_operator(a32),
+        "dense-int": ops.as_operator(ai),
+        "scipy-f64": ops.as_operator(s64),
+        "scipy-f32": ops.as_operator(s64.astype(np.float32)),
+        "scipy-int": ops.as_operator(sp.csr_matrix(ai)),
+        "bcoo-f32": ops.as_operator(jsparse.BCOO.fromdense(jnp.asarray(a32))),
+        "edges-none": ops.sparse_from_edges([0, 1], [1, 0], None, (2, 2)),
+        "edges-f64": ops.sparse_from_edges([0, 1], [1, 0], np.array([0.5, 2.0]), (2, 2)),
+        "edges-f32": ops.sparse_from_edges([0, 1], [1, 0], np.float32([0.5, 2.0]), (2, 2)),
+        "edges-int": ops.sparse_from_edges([0, 1], [1, 0], [1, 2], (2, 2)),
+        "diag-f64": ops.diag(a64[:, 0]),
+        "diag-int": ops.diag(ai[:, 0]),
+        "identity": ops.identity(3),
+        "kernel-int": ops.kernel_operator(ai, kernel=kernels.RBF(0.5)),
+        "kernel-f32": ops.kernel_operator(a32, kernel=kernels.RBF(0.5)),
+        "scaled-f32": 0.5 * ops.as_operator(a32),
+        "sum-f32": ops.weighted_sum([a32, a32], np.array([0.3, 0.7])),  # float64 weights
+        "difference-f32": ops.as_operator(a32) - ops.as_operator(a32),
+        "product-f32-f64": ops.as_operator(a32) @ ops.as_operator(a64.T),
+        "kernel-f64": ops.kernel_operator(a64, kernel=kernels.RBF(0.5)),
+    }
+    want = {k: (np.dtype(np.float32) if "f32" in k and "f64" not in k else precision)
+            for k in got}
+    assert {k: str(o.dtype) for k, o in got.items()} == {k: str(v) for k, v in want.items()}
+    assert ops.kernel_operator(ai, kernel=kernels.RBF(0.5)).x.dtype == precision
+    # the products have the operator's dtype; integer operands are promoted
+    assert got["scaled-f32"].matmat(np.ones(4, np.float32)).dtype == np.float32
+    assert got["dense-int"].matmat(np.ones(4, np.int32)).dtype == precision
+    np.testing.assert_array_equal(got["edges-int"].to_dense(), [[0, 1], [2, 0]])
+    # the shared input policy: integers become the default float dtype, floats keep theirs
+    assert _validation.as_float_array(np.arange(3), "x").dtype == default
+    assert _validation.as_float_array(np.ones(2, bool), "x").dtype == default
+    assert _validation.as_float_array(a32, "x").dtype == np.float32
+    assert _validation.as_float_array(a64, "x").dtype == np.float64  # JAX casts it on entry
+    assert _validation.float_dtype(np.float64) == precision
+    assert _validation.float_dtype(np.int64) == default
+
+
+@pytest.mark.parametrize(
+    "build, name",
+    [
+        (lambda: ops.as_operator(np.ones((2, 2)) * 1j), "a"),
+        (lambda: ops.dense(jnp.ones((2, 2), jnp.complex64)), "a"),
+        (lambda: ops.as_operator(sp.csr_matrix(np.eye(2) * (1 + 1j))), "a"),
+        (lambda: ops.sparse_from_scipy(sp.eye(2, dtype=complex)), "mat"),
+        (lambda: ops.sparse(np.eye(2) + 0j), "a"),
+        (lambda: ops.sparse_from_edges([0], [1], [1j], (2, 2)), "vals"),
+        (lambda: ops.sparse_from_edges([0j], [1], None, (2, 2)), "rows"),
+        (lambda: ops.diag(np.ones(2) + 0j), "d"),
+        (lambda: ops.kernel_operator(np.ones((2, 2)) * 1j, kernel=kernels.RBF(1.0)), "x"),
+        (lambda: ops.kernel_operator(np.ones((2, 2)), np.ones((2, 2)) + 0j,
+                                     kernel=kernels.RBF(1.0)), "y"),
+        (lambda: ops.weighted_sum([np.eye(2)], np.array([1j])), "weights"),
+        (lambda: ops.low_rank(np.ones(2) * 1j, np.ones(2)), "left"),
+    ],
+    ids=["as-operator-dense", "dense-jax", "as-operator-scipy", "sparse-from-scipy",
+         "sparse-dense", "edges-vals", "edges-rows", "diag", "kernel-x", "kernel-y",
+         "weighted-sum", "low-rank"],
+)
+def test_complex_input_is_refused_naming_the_argument(build, name):
+    with pytest.raises(TypeError, match=f"^{name}: complex input"):
+        build()

@@ -719,13 +719,18 @@ class Context:
     # -- shape -------------------------------------------------------------------------------------
     @property
     def shape(self) -> tuple[int, int]:
-        """``(m, M)``: samples by context values (for ``squared`` contexts ``(m, m)``)."""
+        """``(m, M)``: samples by context values (for ``squared`` contexts ``(m, m)``).
+
+        ``M`` is None for a context given only by a sampler (continuous context values).
+        """
+        if self.normalized is None:
+            return (int(self.weights.shape[0]), None)  # type: ignore[return-value]
         return tuple(self.normalized.shape)  # type: ignore[return-value]
 
     @property
     def num_samples(self) -> int:
         """``m``."""
-        return self.shape[0]
+        return int(self.weights.shape[0])
 
     @property
     def num_values(self) -> int:
@@ -754,7 +759,21 @@ class Context:
         (:meth:`trivial_left`, :meth:`trivial_right`). Columns with ``p_j = 0`` are zero. For
         ``squared`` contexts this is instead the PSD ``diag(sqrt w) K_X diag(sqrt w)`` whose
         eigenvalues are ``s_i^2``.
+
+        Raises:
+            NotImplementedError: for a context given only by a sampler (:func:`transformation`
+                without ``enumerate_fn`` or ``key``), with what an exact operator needs.
         """
+        if self.normalized is None:
+            raise NotImplementedError(
+                f"{self.name}: this context is given only by its sampler, so it has no exact "
+                "operator. An exact operator needs the context values to be enumerable: pass "
+                "enumerate_fn=(x_i -> (values, probs)) to contexts.transformation, or key= (and "
+                "num_draws=) for discrete transformations whose values repeat. For continuous "
+                "transformations (noise, SCARF corruption) train with a pair objective "
+                "(jaxcontext.fit(..., objective='svme')) and estimate the spectrum post hoc "
+                "(jaxcontext.evaluation.posthoc_spectrum) with a kernel or a context that has one."
+            )
         return self.normalized
 
     def trivial_left(self) -> Array:
@@ -767,6 +786,8 @@ class Context:
         For ``squared`` contexts the eigenvector ``sqrt(w)`` of the constant function (exact when
         the kernel integrates to one, as a dual kernel does in the population).
         """
+        if self.right is None:
+            self.operator()  # raises: a sampler-only context has no operator
         return self.right
 
     # -- sampling ----------------------------------------------------------------------------------
@@ -1813,17 +1834,26 @@ def transformation(
     r"""Build a random-transformation context ``a = t(x)`` (crops, noise, SCARF corruption).
 
     The pair sampler is the user's ``sampler(key, x_batch) -> a_batch`` (one independent draw per
-    row). The operator is built from distinct transformed values: either enumerated exactly by
-    ``enumerate_fn(x_i) -> (values, probs)`` (``P[i, v] = probs``), or estimated from
-    ``num_draws`` draws per sample (``P[i, v]`` = empirical frequency of value ``v``; the values
-    must be discrete for this to mean anything -- if every draw is distinct a
-    :class:`ContextWarning` says so). ``a_values`` holds the distinct values. The operator's dtype
-    is that of ``x`` (JAX's default float dtype for integer ``x``; module docstring).
+    row), used by :meth:`Context.sample_pairs` and so by :func:`jaxcontext.fit` with pair
+    objectives (SVME, low-rank, contrastive).
+
+    * **Sampler only** (the default: no ``enumerate_fn``, no ``key``): continuous augmentations such
+      as Gaussian noise or SCARF corruption, the commonest case in self-supervised learning. No
+      operator is built (every draw would be a distinct value); :meth:`Context.operator` says what
+      an exact one needs.
+    * **Exact**, ``enumerate_fn(x_i) -> (values, probs)``: ``P[i, v] = probs`` over the distinct
+      enumerated values.
+    * **Empirical**, ``key=``: ``num_draws`` draws per sample, ``P[i, v]`` = empirical frequency of
+      value ``v``; the values must be discrete for this to mean anything (if every draw is
+      distinct a :class:`ContextWarning` says so).
+
+    ``a_values`` holds the distinct values. The operator's dtype is that of ``x`` (JAX's default
+    float dtype for integer ``x``; module docstring).
 
     Args:
         x: ``(m, ...)`` samples.
         sampler: the transformation sampler (may be None when ``enumerate_fn`` is given).
-        key: PRNG key of the draws (required without ``enumerate_fn``).
+        key: PRNG key of the draws of an empirical operator (None: sampler only).
         num_draws: draws per sample for the empirical operator.
         enumerate_fn: exact enumeration of the transformed values and their probabilities.
 
@@ -1871,8 +1901,21 @@ def transformation(
     else:
         if sampler is None:
             raise ValueError("transformation: pass a sampler or an enumerate_fn")
+        if not callable(sampler):
+            raise TypeError(f"sampler: expected a callable, got {type(sampler).__name__}")
         if key is None:
-            raise ValueError("transformation: key= is required to draw the transformations")
+            xj = jnp.asarray(xa, dt)
+            probe = jax.eval_shape(sampler, jax.random.key(0), xj[: min(m, 2)])
+            if not hasattr(probe, "shape") or probe.shape[:1] != (min(m, 2),):
+                raise ValueError(
+                    "sampler: expected sampler(key, x_batch) to return one transformed value per "
+                    f"row; for a batch of {min(m, 2)} it returned {probe}"
+                )
+            V.check_real(probe, "sampler output")
+            w = jnp.full((m,), 1.0 / m, dt)
+            return Context(conditional=None, weights=w, normalized=None, right=None, p=None,
+                           x=xj, pair_sampler=sampler, name="transformation",
+                           info=(("sampler_only", True),))
         T = V.check_positive_int(num_draws, "num_draws")
         keys = jax.random.split(key, T)
         xj = jnp.asarray(xa)

@@ -107,15 +107,10 @@ def _features(x: Any, name: str) -> Any:
 
 
 def _float_dtype(*arrays: Any) -> np.dtype:
-    """The working float dtype of some arrays.
-
-    Floating inputs keep theirs (float64 only under x64), integers and bools get JAX's default
-    float, half precision is promoted to float32 (QR, SVD and eigh need it).
+    """The working float dtype of some arrays: the project's rule (``_validation.float_dtype``),
+    half precision promoted to float32 (QR, SVD and eigh need it).
     """
-    canon = jax.dtypes.canonicalize_dtype
-    floats = [canon(a.dtype) for a in arrays if jnp.issubdtype(a.dtype, jnp.floating)]
-    dt = np.dtype(jnp.result_type(*floats) if floats else canon(float))
-    return np.dtype(np.float32) if dt.itemsize < 4 else dt
+    return V.float_dtype(*(a.dtype for a in arrays), min_single=True)
 
 
 def _check_tall(n: int, d: int, name: str) -> None:
@@ -363,7 +358,7 @@ def subspace_distance(
     Computed as the mean of ``sin^2 theta_k`` over the principal angles (the sines themselves for
     small angles, ``1 - cos^2`` for large ones), so it keeps full relative accuracy near 0 where
     ``1 - R2`` would cancel. ``d = min(d_a, d_b)`` as in :func:`cca` (directions lost to rank
-deficiency count as angle ``pi/2``), so this is
+    deficiency count as angle ``pi/2``), so this is
     ``1 - cca(a, b).r2`` up to rounding. Both sides are centred by default: the exact ``mu_i``
     (``i >= 1``) have mean zero already, and a learned encoder's constant carries no information;
     pass ``center=False`` for eigenfunctions whose constant part matters.
@@ -1083,7 +1078,12 @@ def ridge_probe(
         if folds < 2:
             raise ValueError(f"folds: cross-validation needs at least 2 folds, got {folds}")
         if key is None:
-            raise ValueError("key: pass a jax.random.key for the shuffled cross-validation split")
+            raise ValueError(
+                "key: pass a jax.random.key (or an int seed) for the shuffled cross-validation "
+                "split"
+            )
+        if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+            key = jax.random.key(int(key))
     max_iter = V.check_positive_int(max_iter, "max_iter")
 
     dt = _float_dtype(xtr, ytr) if task == "regression" else _float_dtype(xtr)

@@ -1040,7 +1040,10 @@ BAD = [
     ("transformation-probs", lambda: C.transformation(
         np.eye(2), None, enumerate_fn=lambda xi: (np.stack([xi, -xi]), np.array([0.5, 0.6]))),
      ValueError, "sum to 1.1"),
-    ("transformation-key", lambda: C.transformation(np.eye(2), flip_sampler), ValueError, "key"),
+    ("transformation-sampler-type", lambda: C.transformation(np.eye(2), "flip"), TypeError,
+     "callable"),
+    ("transformation-sampler-rows", lambda: C.transformation(
+        np.eye(3), lambda key, xb: xb[:1]), ValueError, "one transformed value per row"),
     ("teacher-nan", lambda: C.teacher(_nan_x()), ValueError, "NaN or Inf"),
     ("masked-base", lambda: C.masked(np.eye(5), "pca", key=jax.random.key(0)), ValueError,
      "base"),
@@ -1108,3 +1111,31 @@ def test_continuous_transformation_warns(rng):
 
     with pytest.warns(C.ContextWarning, match="distinct value"):
         C.transformation(x, noise, key=jax.random.key(0), num_draws=3)
+
+
+def test_sampler_only_transformation_builds_no_operator(rng):
+    """Continuous augmentations: a sampler is all a context needs for SVME; no operator is built
+    and asking for one says what an exact operator needs."""
+    x = rng.standard_normal((50, 3)).astype(np.float32)
+
+    def noise(key, xb):
+        return 0.6 * xb + 0.8 * jax.random.normal(key, xb.shape, xb.dtype)
+
+    ctx = C.transformation(x, noise)
+    assert ctx.num_samples == 50 and ctx.shape == (50, None) and ctx.conditional is None
+    xb, ab = ctx.sample_pairs(jax.random.key(1), 16)
+    assert xb.shape == ab.shape == (16, 3)
+    # every x_b is a sample; a_b is its noisy copy (exactly the user's sampler)
+    idx = [int(np.argmin(np.abs(x - np.asarray(r)).sum(1))) for r in np.asarray(xb)]
+    np.testing.assert_array_equal(x[idx], np.asarray(xb))
+    for fn in (ctx.operator, ctx.trivial_right, lambda: jc_contexture(ctx)):
+        with pytest.raises(NotImplementedError, match="enumerate_fn"):
+            fn()
+    with pytest.raises(NotImplementedError):
+        ctx.gram(np.arange(4))
+
+
+def jc_contexture(ctx):
+    from jaxcontext import spectrum
+
+    return spectrum.contexture(ctx, 2)

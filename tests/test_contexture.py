@@ -1,4 +1,4 @@
-"""The contexture of a context: trivial pair removed, known spectra, norms, out-of-sample, metrics."""
+"""The contexture of a context: trivial pair removed, known spectra, norms, out-of-sample."""
 
 import warnings
 
@@ -127,3 +127,20 @@ def test_truncate_equals_the_smaller_solve():
     assert np.asarray(t.spectrum.info.converged).shape == (4,)
     with pytest.raises(ValueError, match="at most 12"):
         big.truncate(13)
+
+
+@pytest.mark.parametrize("include_self", [False, True])
+def test_knn_evaluate_at_training_points_is_mu(precision, include_self):
+    """Out-of-sample evaluation at the training points reproduces mu, with duplicated points and
+    exact distance ties (integer grid points) in the data (issue 8 item 3)."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((400, 30))
+    x[50:60] = x[40:50]  # duplicates
+    x[100:130] = rng.integers(-1, 2, size=(30, 30))  # ties among grid points
+    x = x.astype(precision)
+    ctx = C.knn(x, k=5, include_self=include_self)
+    ct = spectrum.contexture(ctx, 6, method="dense")
+    got = np.asarray(ct.evaluate(x), np.float64)
+    mu = np.asarray(ct.mu, np.float64)
+    eps = np.finfo(precision).eps
+    np.testing.assert_allclose(got, mu, atol=1e3 * eps * np.abs(mu).max())

@@ -107,8 +107,9 @@ def _features(x: Any, name: str) -> Any:
 
 
 def _float_dtype(*arrays: Any) -> np.dtype:
-    """The working float dtype of some arrays: the project's rule (``_validation.float_dtype``),
-    half precision promoted to float32 (QR, SVD and eigh need it).
+    """The working float dtype of some arrays (``_validation.float_dtype``), at least float32.
+
+    Half precision is promoted to float32: QR, SVD and eigh need it.
     """
     return V.float_dtype(*(a.dtype for a in arrays), min_single=True)
 

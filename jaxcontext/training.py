@@ -328,9 +328,9 @@ class Trainer:
         other = psi_mod if psi_mod is not None else phi_mod
         phi = phi_mod(raw["x"])
         fields: dict[str, Any] = {"phi": phi}
-        if "a" in raw:
+        if "a" in raw and self.objective.psi != "none":
             fields["psi"] = other(raw["a"])
-        if "a2" in raw:
+        if "a2" in raw and self.objective.psi != "none":
             fields["psi2"] = other(raw["a2"])
         if "gram" in raw:
             fields["gram"] = raw["gram"].astype(phi.dtype)

@@ -59,30 +59,34 @@ def test_learns_the_mehler_contexture(mehler2, objective):
         assert res.psi is None
 
 
-@pytest.mark.slow
 def test_nested_recovers_ordered_hermite_functions_and_values():
-    """Mehler in D = 1 has distinct values rho^n: each learned function is its own He_n."""
-    rho = 0.7
+    """Mehler in D = 1 has distinct values rho^n: each learned function is its own He_n / sqrt(n!)
+    and the objective's estimates are the values (a short run: the top 3; the acceptance run of
+    the top 5 is scripts/learned_path_acceptance.py)."""
+    rho = 0.8
     prob = datasets.gaussian_noise(20000, 1, rho, key=jax.random.key(0))
+    ctx = contexts.transformation(np.asarray(prob.x), prob.info["pair_sampler"])
     xt = np.asarray(jax.random.normal(jax.random.key(1), (20000, 1)))
-    H = datasets.hermite_functions(xt, 6)[:, 1:]
-    enc = models.MLP(1, 5, width=128, depth=2, rngs=nnx.Rngs(0), activation="gelu")
+    H = datasets.hermite_functions(xt, 4)[:, 1:]
+    enc = models.MLP(1, 3, width=64, depth=2, rngs=nnx.Rngs(0), activation="silu")
     res = jc.fit(
         enc,
-        prob.context,
+        ctx,
         objective="nested_sequential",
-        steps=6000,
+        steps=1500,
         batch_size=1024,
         key=0,
         progress=False,
-        log_every=1000,
+        log_every=1500,
+        optimizer=training.default_optimizer(1500, learning_rate=3e-3),
     )
     f = np.asarray(res.encoder(xt))
-    corr = np.array([abs(np.corrcoef(f[:, n], H[:, n])[0, 1]) for n in range(5)])
-    s = res.history["s"][-500:].mean(axis=0)
-    rel = np.abs(s / rho ** np.arange(1, 6) - 1)
-    assert np.all(corr >= 0.99), corr
-    assert np.all(rel <= 0.02), rel
+    corr = np.abs(np.corrcoef(f.T, H.T)[:3, 3:])  # learned (rows) against He_1..He_3 (columns)
+    assert np.all(np.diag(corr) >= [0.999, 0.99, 0.95]), corr
+    off = corr - np.diag(np.diag(corr))
+    assert off.max() < 0.2, corr  # ordered: no function is another's He_n
+    s = res.history["s"][-200:].mean(axis=0)
+    np.testing.assert_allclose(s, rho ** np.arange(1, 4), rtol=0.03)
 
 
 def _blocks():
@@ -203,7 +207,8 @@ def test_resume_after_interrupt_matches_the_uninterrupted_run(tmp_path):
     resumed = jc.fit(enc, prob.context, checkpoint_dir=tmp_path, **kw)
     for a, b in zip(
         jax.tree_util.tree_leaves(nnx.state(full.encoder, nnx.Param)),
-        jax.tree_util.tree_leaves(nnx.state(resumed.encoder, nnx.Param)), strict=True,
+        jax.tree_util.tree_leaves(nnx.state(resumed.encoder, nnx.Param)),
+        strict=True,
     ):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
     # nothing lost: the resumed history is the whole run's

@@ -127,6 +127,12 @@ class History:
         compile_time: seconds spent tracing and compiling the training program (first call).
         train_time: seconds spent running steps (compile time excluded).
         info: run metadata (objective, batch size, devices, dtype, JAX version).
+        evals: alignment with a reference during training (``fit(reference=..., eval_every=N)``):
+            ``"step"`` (steps done when measured, 0 = before training), ``"r2_cca"``,
+            ``"subspace_distance"``, ``"s_error"`` (max relative error of the objective's
+            singular-value estimates against the reference's, NaN when the objective has none)
+            and ``"time_s"`` (seconds each measurement took); empty without a reference.
+        eval_time: seconds spent on those measurements in total (compile included).
     """
 
     step: np.ndarray
@@ -134,6 +140,8 @@ class History:
     compile_time: float = 0.0
     train_time: float = 0.0
     info: dict = dataclasses.field(default_factory=dict)
+    evals: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    eval_time: float = 0.0
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.step if name == "step" else self.metrics[name]
@@ -150,6 +158,8 @@ class History:
             "compile_time": self.compile_time,
             "train_time": self.train_time,
             "info": self.info,
+            "evals": {k: np.asarray(v).tolist() for k, v in self.evals.items()},
+            "eval_time": self.eval_time,
         }
 
 
@@ -733,6 +743,113 @@ class _Checkpoints:
 
 
 # --------------------------------------------------------------------------------------------------
+# Alignment with a reference during training
+# --------------------------------------------------------------------------------------------------
+EVAL_POINTS = 4096  # default number of context samples the alignment is measured on
+
+
+def _reference_values(reference: Any, eval_x: Any, context: Any, key: jax.Array):
+    """``(x, ref, s_ref)``: inputs, reference function values there, reference singular values."""
+    from .linalg import Spectrum
+    from .spectrum import Contexture
+
+    s_ref = None
+    if isinstance(reference, Contexture):
+        s_ref = np.asarray(reference.s, np.float64)
+        if eval_x is None:
+            x_all, ref_all = context.x, np.asarray(reference.mu)
+        else:
+            return eval_x, np.asarray(reference.evaluate(eval_x)), s_ref
+    elif isinstance(reference, Spectrum):
+        if eval_x is not None:
+            raise ValueError(
+                "eval_x: a Spectrum holds values at the context's samples only; pass the exact "
+                "Contexture (jaxcontext.contexture) to measure alignment at new points"
+            )
+        w = np.sqrt(np.asarray(context.weights, np.float64))
+        x_all, ref_all = context.x, np.asarray(reference.U) / w[:, None]
+    else:
+        ref = np.asarray(reference)
+        if ref.ndim != 2:
+            raise ValueError(
+                "reference: expected a Contexture, a Spectrum, or an (n, k) array of reference "
+                f"function values at eval_x; got {type(reference).__name__} of shape {ref.shape}"
+            )
+        if eval_x is None:
+            raise ValueError("eval_x: an array reference needs the points it was evaluated at")
+        return eval_x, ref, None
+    if x_all is None:
+        x_all = jnp.arange(context.num_samples, dtype=jnp.int32)  # graph contexts: node ids
+    m = ref_all.shape[0]
+    if m > EVAL_POINTS:  # a fixed random subset of the samples keeps each measurement cheap
+        idx = np.sort(np.asarray(jax.random.choice(key, m, (EVAL_POINTS,), replace=False)))
+        return _take(x_all, jnp.asarray(idx)), ref_all[idx], s_ref
+    return x_all, ref_all, s_ref
+
+
+class _Monitor:
+    """Measures a state's encoder against reference values in one compiled function."""
+
+    def __init__(self, trainer: Trainer, reference: Any, eval_x: Any, context: Any, key: Any):
+        x, ref, self.s_ref = _reference_values(
+            reference, eval_x, context, jax.random.fold_in(key, 2)
+        )
+        xa = x if isinstance(x, jax.Array) else jnp.asarray(np.asarray(x))
+        if xa.shape[0] != ref.shape[0]:
+            raise ValueError(
+                f"reference: {ref.shape[0]} rows of reference values for {xa.shape[0]} "
+                "eval_x points"
+            )
+        self.x, self.ref = trainer.replicate(xa), trainer.replicate(jnp.asarray(ref))
+        gphi = trainer.graphdefs[0]
+
+        def measure(params, rest, x, ref):
+            from .evaluation import cca, subspace_distance
+
+            phi = nnx.merge(gphi, params, rest)(x)
+            return cca(phi, ref).r2, subspace_distance(phi, ref)
+
+        self.fn = jax.jit(measure)
+        self.rows: dict[str, list] = {
+            "step": [],
+            "r2_cca": [],
+            "subspace_distance": [],
+            "s_error": [],
+            "time_s": [],
+        }
+        self.total = 0.0
+
+    def __call__(self, done: int, state: TrainState, s_hat: Any) -> None:
+        t0 = time.perf_counter()
+        r2, dist = self.fn(state.params["phi"], state.rest["phi"], self.x, self.ref)
+        r2, dist = float(jax.device_get(r2)), float(jax.device_get(dist))
+        err = float("nan")
+        if s_hat is not None and self.s_ref is not None:
+            sh = np.sort(np.abs(np.asarray(s_hat, np.float64)))[::-1]
+            k = min(sh.size, self.s_ref.size)
+            err = float(np.max(np.abs(sh[:k] - self.s_ref[:k]) / self.s_ref[:k]))
+        dt = time.perf_counter() - t0
+        self.total += dt
+        for name, v in (
+            ("step", done),
+            ("r2_cca", r2),
+            ("subspace_distance", dist),
+            ("s_error", err),
+            ("time_s", dt),
+        ):
+            self.rows[name].append(v)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {k: np.asarray(v) for k, v in self.rows.items()}
+
+    def restore(self, saved: dict) -> None:
+        for k in self.rows:
+            v = saved.pop(f"eval/{k}", None)
+            if v is not None:
+                self.rows[k] = list(np.asarray(v).tolist())
+
+
+# --------------------------------------------------------------------------------------------------
 # fit
 # --------------------------------------------------------------------------------------------------
 def _progress(total: int, initial: int, enabled: bool | None):
@@ -761,6 +878,9 @@ def fit(
     resume: bool = True,
     progress: bool | None = None,
     callback: Callable[[int, dict], Any] | None = None,
+    reference: Any = None,
+    eval_x: Any = None,
+    eval_every: int | None = None,
 ) -> FitResult:
     r"""Train ``encoder`` (and ``Psi``) on batches drawn from ``context`` to minimise ``objective``.
 
@@ -792,6 +912,17 @@ def fit(
         progress: show a progress bar (default: when stderr is a terminal).
         callback: ``callback(step, metrics)`` after each compiled call, with the latest step's
             metrics; a true return value stops training (the state is checkpointed).
+        reference: measure alignment with the exact eigenspace while training: a
+            :class:`~jaxcontext.spectrum.Contexture` (values at ``eval_x`` by its out-of-sample
+            extension, or at up to 4,096 of the context's samples), a
+            :class:`~jaxcontext.linalg.Spectrum` (at the samples), or an ``(n, k)`` array of
+            reference function values at ``eval_x`` (e.g. known singular functions). Recorded in
+            ``history.evals`` every ``eval_every`` steps and before the first: R2_CCA, subspace
+            distance, and the singular-value error of objectives that estimate them. One compiled
+            measurement; its cost is ``history.eval_time``.
+        eval_x: held-out inputs for the reference (None: the context's own samples).
+        eval_every: steps between measurements (default ``log_every``); compiled calls are cut
+            to ``gcd(log_every, eval_every)`` steps so every measurement falls on its step.
 
     Returns:
         A :class:`FitResult` with ``.encoder``, ``.psi``, ``.history`` and ``.state``.
@@ -814,6 +945,19 @@ def fit(
     )
     k = _as_key(key)
     steps = int(steps)
+    monitor = None
+    if reference is not None:
+        every_eval = log_every if eval_every is None else eval_every
+        if (
+            isinstance(every_eval, bool)
+            or not isinstance(every_eval, (int, np.integer))
+            or (every_eval < 1)
+        ):
+            raise ValueError(f"eval_every: expected a positive integer, got {eval_every!r}")
+        trainer = dataclasses.replace(trainer, chunk=math.gcd(trainer.chunk, int(every_eval)))
+        monitor = _Monitor(trainer, reference, eval_x, context, k)
+    elif eval_every is not None or eval_x is not None:
+        raise ValueError("eval_every / eval_x: pass the reference to measure alignment against")
     ctx = trainer.replicate(context)
     rkey = trainer.replicate(k)
     state = trainer.init(encoder, psi_mod)
@@ -846,6 +990,9 @@ def fit(
         if last is not None:
             state, saved = ckpt.restore(last, jax.device_get(state))
             state = trainer.replicate(state)
+            if monitor is not None:
+                monitor.restore(saved)
+            saved = {kk: v for kk, v in saved.items() if not kk.startswith("eval/")}
             hist_steps = [saved.pop("step")] if "step" in saved else []
             history = {kk: [v] for kk, v in saved.items()}
     else:
@@ -858,14 +1005,22 @@ def fit(
     def snapshot() -> dict:
         out = {kk: np.concatenate(v) for kk, v in history.items()}
         out["step"] = np.concatenate(hist_steps) if hist_steps else np.zeros((0,), np.int64)
+        if monitor is not None:
+            out.update({f"eval/{kk}": v for kk, v in monitor.arrays().items()})
         return out
 
     def result(st: TrainState) -> FitResult:
         phi_m, psi_m = trainer.modules(st)
-        snap = snapshot()
+        snap = {kk: v for kk, v in snapshot().items() if not kk.startswith("eval/")}
         hs = snap.pop("step")
         hist = History(
-            step=hs, metrics=snap, compile_time=compile_time, train_time=train_time, info=info
+            step=hs,
+            metrics=snap,
+            compile_time=compile_time,
+            train_time=train_time,
+            info=info,
+            evals={} if monitor is None else monitor.arrays(),
+            eval_time=0.0 if monitor is None else monitor.total,
         )
         return FitResult(
             encoder=phi_m, psi=psi_m, history=hist, state=st, objective=trainer.objective
@@ -874,6 +1029,8 @@ def fit(
     try:
         done = start
         first = True
+        if monitor is not None and not monitor.rows["step"]:
+            monitor(done, state, None)
         while done < steps:
             n = min(trainer.chunk, steps - done)
             t0 = time.perf_counter()
@@ -907,6 +1064,8 @@ def fit(
                 )
             done += n
             since_ckpt += n
+            if monitor is not None and (done % (eval_every or log_every) == 0 or done >= steps):
+                monitor(done, state, np.asarray(met["s"][:n]).mean(axis=0) if "s" in met else None)
             stop = False
             if callback is not None:
                 stop = bool(callback(done, {kk: np.asarray(met[kk][n - 1]) for kk in names}))

@@ -275,3 +275,47 @@ def test_float64_training_keeps_float64(precision):
     assert res.history["loss"].dtype == precision
     assert res.encoder(jnp.asarray(x[:4])).dtype == precision
     assert res.history.info["dtype"] == str(np.dtype(precision))
+
+
+def test_alignment_is_measured_during_training():
+    """fit(reference=..., eval_every=N): R2_CCA, subspace distance and the singular-value error
+    against the exact contexture, every N steps and before the first, at a small cost."""
+    prob = datasets.gaussian_noise(1500, 2, 0.6, key=jax.random.key(0))
+    ctx = contexts.from_kernel(np.asarray(prob.x), jc.kernels.Mehler(rho=0.6))
+    exact = jc.contexture(ctx, 5, key=0)
+    xt = np.asarray(jax.random.normal(jax.random.key(1), (1000, 2)))
+    enc = models.MLP(2, 5, width=32, depth=2, rngs=nnx.Rngs(0))
+    res = jc.fit(
+        enc,
+        ctx,
+        objective="nested_sequential_kernel",
+        steps=500,
+        batch_size=256,
+        key=0,
+        progress=False,
+        log_every=250,
+        reference=exact,
+        eval_x=xt,
+        eval_every=100,
+    )
+    ev = res.history.evals
+    np.testing.assert_array_equal(ev["step"], [0, 100, 200, 300, 400, 500])
+    # the recorded figures are the evaluation module's, on the held-out points
+    ref = np.asarray(exact.evaluate(xt))
+    final = np.asarray(res.encoder(xt))
+    assert ev["r2_cca"][-1] == pytest.approx(float(E.cca(final, ref).r2), rel=1e-5)
+    assert ev["subspace_distance"][-1] == pytest.approx(
+        float(E.subspace_distance(final, ref)), rel=1e-4, abs=1e-7
+    )
+    assert ev["r2_cca"][-1] > ev["r2_cca"][0] and ev["r2_cca"][-1] > 0.8
+    # the nested objective estimates values: compared with the exact s_1..s_5
+    assert np.isnan(ev["s_error"][0]) and np.all(np.isfinite(ev["s_error"][1:]))
+    assert ev["s_error"][-1] < 0.3
+    assert res.history.eval_time == pytest.approx(ev["time_s"].sum())
+    assert np.median(ev["time_s"][1:]) < 0.5 * res.history.train_time / 5  # cheap next to 100 steps
+    with pytest.raises(ValueError, match="reference"):
+        jc.fit(enc, ctx, objective="kise", steps=10, batch_size=64, key=0, eval_every=5)
+    with pytest.raises(ValueError, match="eval_x"):
+        jc.fit(
+            enc, ctx, objective="kise", steps=10, batch_size=64, key=0, reference=np.ones((5, 2))
+        )

@@ -462,7 +462,7 @@ def test_ridge_cv_picks_the_bayes_penalty(rng):
 
 @pytest.mark.parametrize("precision", ["float64"], indirect=True)
 def test_logistic_matches_sklearn_fits_and_folds(precision):
-    """Multinomial logistic probe = scikit-learn's LogisticRegression(C = 1 / alpha)."""
+    """Multinomial logistic probe = scikit-learn's LogisticRegression(C = 1 / alpha); its path."""
     from sklearn.datasets import load_digits
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
@@ -500,6 +500,31 @@ def test_logistic_matches_sklearn_fits_and_folds(precision):
     acc = np.mean(sk.predict(sc.transform(X[200:])) == y[200:])
     assert r.test["accuracy"] == pytest.approx(acc) and r.test["accuracy"] > 0.85
     assert r.test["error"] == pytest.approx(1 - r.test["accuracy"])
+
+    # Each fold solves the penalty path strong to weak, warm-started. Run in reverse it starts
+    # cold at the weakest penalty (nearly separable classes: the hardest fit): the same fits,
+    # Newton far from max_iter; L-BFGS (beyond _NEWTON_MAX_PARAMS) agrees. The shapes are the
+    # probe's above, so the Newton program is compiled once (tests run on two xdist workers).
+    masks = np.r_[ids[None] != np.arange(3)[:, None], np.ones((1, 200), bool)]
+    args = (jnp.asarray(X[:200], precision), jnp.asarray(np.eye(10)[y[:200]], precision),
+            jnp.asarray(y[:200], jnp.int32), jnp.asarray(masks, precision))
+    tol = float(np.finfo(precision).eps ** (2 / 3))  # the probe's default
+
+    def path(alphas, method):
+        _, _, W, b, its = evaluation._logistic_folds(*args, jnp.asarray(alphas, precision), 500,
+                                                     tol, method=method)
+        z = jnp.einsum("nd,fadc->fanc", args[0], W) + b[:, :, None, :]
+        order = np.argsort(alphas)[::-1]  # strong to weak
+        return np.asarray(jax.nn.softmax(z, -1))[:, order], np.asarray(its)[:, order]
+
+    warm, its = path((30.0, 1e-3), "newton")
+    np.testing.assert_allclose(path((1e-3, 30.0), "newton")[0], warm, atol=1e-9)
+    assert its.max() <= 20  # quadratic convergence, to float64 rounding
+    # L-BFGS stops on |grad| <= tol: along weakly penalised directions (curvature alpha / n
+    # ~ 1e-5) that leaves ~1e-6 in the probabilities
+    lbfgs, its = path((30.0, 1e-3), "lbfgs")
+    np.testing.assert_allclose(lbfgs, warm, atol=1e-5)
+    assert its.max() < 500
 
 
 def test_binary_logistic_is_sklearns_binomial_fit():
@@ -548,6 +573,8 @@ def test_probe_rejects_bad_input(rng):
         evaluation.ridge_probe(X, np.zeros(40, int), alphas=(1.0,))
     with pytest.raises(ValueError, match="not seen"):
         evaluation.ridge_probe(X, labels, X, labels + 5, alphas=(1.0,))
+    with pytest.raises(ValueError, match="tol"):
+        evaluation.ridge_probe(X, labels, alphas=(1.0,), tol=-1.0)
 
 
 def test_whitening_is_the_projects_routine(rng):

@@ -49,7 +49,7 @@ def test_cli_tiny_sbm_entries_are_checked_timed_and_certified(tmp_path):
     env["JAX_PLATFORMS"] = "cpu"
     env["JAXCONTEXT_BENCH_CACHE"] = str(tmp_path / "cache")
     env.pop("JAX_ENABLE_X64", None)
-    args = ["--suite", "solvers", "--size", "tiny", "--only", "sbm", "--repeats", "1",
+    args = ["--suite", "solvers", "--size", "tiny", "--only", "sbm/", "--repeats", "1",
             "--no-memory", "--json", str(out), "--markdown", str(md)]  # fmt: skip
     proc = subprocess.run(
         [sys.executable, "-m", "jaxcontext.bench", *args],
@@ -220,7 +220,7 @@ def test_cases_have_unique_names_one_baseline_and_the_right_accuracy_bars(size):
                 assert i.tol == (S.APPROX_TOL if approx else None), (c.name, i.name)
             assert i.details is not None
     kinds = {c.params["kind"] for c in cases}
-    assert kinds >= {"sbm", "knn", "rbf"}
+    assert kinds >= {"sbm", "sbm-bulk", "knn", "rbf"}
 
 
 def test_full_sizes_are_the_acceptance_problems():
@@ -228,10 +228,14 @@ def test_full_sizes_are_the_acceptance_problems():
     assert {
         "sbm/n100000/d64",
         "sbm/n1000000/d32",
+        "sbm-bulk/n100000/d64",
         "knn/m50000/d64",
         "rbf/m20000/d64",
         "rbf-free/m100000/d64",
     } <= set(cases)
+    bulk = cases["sbm-bulk/n100000/d64"].params  # issue 8 item 9: d cuts into the bulk
+    assert (bulk["blocks"], bulk["deg_in"], bulk["deg_out"], bulk["d"]) == (50, 20.0, 5.0, 64)
+    assert "scipy svds arpack" in {i.name for i in cases["sbm-bulk/n100000/d64"].impls}
     sbm = cases["sbm/n100000/d64"].params
     assert sbm["deg_in"] + sbm["deg_out"] == 50  # about 5M non-zeros on 100k nodes
     big = cases["sbm/n1000000/d32"].params
@@ -251,3 +255,24 @@ def test_bad_size_and_dtype_are_refused():
         S.cases("huge")
     with pytest.raises(ValueError, match="dtype must be float32 or float64"):
         S.cases("tiny", dtype=np.int32)
+
+
+# --------------------------------------------------------------------------------------------------
+# --dtype float64 computes in float64
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("precision", ["float64"], indirect=True)
+def test_float64_run_solves_in_float64(cache, precision):
+    """Under x64 (what ``--dtype float64`` turns on) jaxcontext entries solve in float64.
+
+    The block Lanczos entry of the tiny kNN case (it failed under x64 before); the whole tiny
+    suite in float64 is ``python -m jaxcontext.bench --dtype float64 --size tiny`` (exit 0).
+    """
+    (case,) = [c for c in S.cases("tiny", dtype=np.float64) if c.name.startswith("knn/")]
+    impls = tuple(i for i in case.impls if i.name == "jaxcontext[lanczos]")
+    (e,) = H.run_case(case._replace(impls=impls), repeats=1)
+    assert e.status == "ok", (e.impl, e.message)
+    assert e.details["dtype"] == "float64" and e.details["converged"] == "8/8"
+    assert e.rel_error <= 1e-6  # tol 1e-4 residuals: values to about tol^2
+    # an entry that solved in float32 would be an error, not a float64 figure
+    with pytest.raises(TypeError, match="not in the benchmark dtype float64"):
+        S._in_dtype(S.Solved(np.ones(2, np.float32), None, None), np.float64)

@@ -1,7 +1,10 @@
 """Tests for jaxcontext.linalg: svds (every method), orthonormalize, residual certificates.
 
-References are float64 numpy; JAX runs in float32 (x64 stays off). Shapes are shared between tests so
-that each jitted solver compiles once per method (compilation dominates the runtime here).
+References are float64 numpy. JAX runs in float32 (x64 stays off, conftest.py); tests taking the
+``precision`` fixture run twice, the second time inside ``jax.enable_x64(True)`` with float64
+operators, where tolerances tighten with the dtype's eps (tol 1e-12: values to about 1e-12 and
+subspaces to 1e-8 of float64 LAPACK). Shapes are shared between tests so that each jitted solver
+compiles once per method and dtype (compilation dominates the runtime here).
 """
 
 import warnings
@@ -13,9 +16,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sps
 
-from jaxcontext import kernels
+from jaxcontext import kernels, linalg
 from jaxcontext import operators as ops
-from jaxcontext import linalg
 from jaxcontext.linalg import (
     NotConvergedError,
     NotConvergedWarning,
@@ -33,28 +35,55 @@ M, N, D = 160, 120, 6  # general problems
 NS = 150  # symmetric problems
 EPS32 = float(np.finfo(np.float32).eps)
 ITERATIVE = ("randomized", "krylov", "lanczos", "chebyshev")
+EXACT = ("dense", "lanczos", "chebyshev")
+
+
+def solver_tol(dtype):
+    """The tolerance the method tests ask for: 1e-5 in float32, 1e-12 in float64."""
+    return 1e-5 if np.dtype(dtype) == np.float32 else 1e-12
+
+
+def ortho_atol(dtype):
+    """Orthonormality tolerance: 2e-5 in float32 (as before), 1e-12 in float64."""
+    return 2e-5 if np.dtype(dtype) == np.float32 else 1e-12
+
+
+def subspace_distance(X, Y):
+    """``|(I - Y Y^T) X|_2`` for orthonormal columns (the sine of the largest principal angle)."""
+    X = np.asarray(X, np.float64)
+    Y = np.asarray(Y, np.float64)
+    return float(np.linalg.norm(X - Y @ (Y.T @ X), 2))
+
+
+def check_dtypes(sp, dtype):
+    for name in ("s", "U", "V", "residuals"):
+        assert getattr(sp, name).dtype == np.dtype(dtype), (name, getattr(sp, name).dtype)
 
 
 # --------------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------------
-def with_spectrum(rng, m, n, s):
+def with_spectrum(rng, m, n, s, *, vectors=False):
     """U diag(s) V^T in float64 with random orthonormal U (m x r) and V (n x r)."""
     r = len(s)
     U = np.linalg.qr(rng.standard_normal((m, r)))[0]
     V = np.linalg.qr(rng.standard_normal((n, r)))[0]
-    return (U * s) @ V.T
+    A = (U * s) @ V.T
+    return (A, U, V) if vectors else A
 
 
-def symmetric_with_eigs(rng, n, lam):
+def symmetric_with_eigs(rng, n, lam, *, vectors=False):
     Q = np.linalg.qr(rng.standard_normal((n, len(lam))))[0]
-    return (Q * lam) @ Q.T
+    A = (Q * lam) @ Q.T
+    return (A, Q) if vectors else A
 
 
 SPECTRA = {
     "geometric": lambda r: 0.8 ** np.arange(r),
     "polynomial": lambda r: 1.0 / (1.0 + np.arange(r)) ** 2,
-    "clustered": lambda r: np.r_[1.0, 0.9 + 1e-3 * np.arange(6)[::-1], 0.5 * 0.7 ** np.arange(r - 7)],
+    "clustered": lambda r: np.r_[
+        1.0, 0.9 + 1e-3 * np.arange(6)[::-1], 0.5 * 0.7 ** np.arange(r - 7)
+    ],
     "plateau_gap": lambda r: np.r_[np.full(D, 1.0), 0.3 * 0.9 ** np.arange(r - D)],
 }
 
@@ -65,19 +94,21 @@ def check_orthonormal(X, atol=2e-5):
 
 
 def check_spectrum(sp, ref_s, *, d, tol_s, A64=None):
+    dtype = np.dtype(sp.s.dtype)
+    eps = float(np.finfo(dtype).eps)
     s = np.asarray(sp.s, np.float64)
     assert s.shape == (d,)
     assert np.all(np.diff(s) <= 1e-6 * s[0]), "singular values must be descending"
     np.testing.assert_allclose(s, ref_s[:d], rtol=0, atol=tol_s * ref_s[0])
-    check_orthonormal(sp.U)
-    check_orthonormal(sp.V)
+    check_orthonormal(sp.U, ortho_atol(dtype))
+    check_orthonormal(sp.V, ortho_atol(dtype))
     if A64 is not None:  # certificate: reported residuals equal recomputed float64 ones
         U = np.asarray(sp.U, np.float64)
         V = np.asarray(sp.V, np.float64)
         r1 = np.linalg.norm(A64 @ V - U * s, axis=0)
         r2 = np.linalg.norm(A64.T @ U - V * s, axis=0)
         r = np.maximum(r1, r2) / s[0]
-        np.testing.assert_allclose(np.asarray(sp.residuals), r, rtol=0.05, atol=20 * EPS32)
+        np.testing.assert_allclose(np.asarray(sp.residuals), r, rtol=0.05, atol=20 * eps)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -141,27 +172,33 @@ def test_orthonormalize_bad_input():
 # --------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("spectrum", sorted(SPECTRA))
 @pytest.mark.parametrize("method", ["dense", *ITERATIVE])
-def test_methods_on_prescribed_spectra(rng, method, spectrum):
+def test_methods_on_prescribed_spectra(rng, precision, method, spectrum):
     s_ref = SPECTRA[spectrum](N)
-    A64 = with_spectrum(rng, M, N, s_ref)
-    kw = {"tol": 1e-5} if method != "dense" else {}
+    A64, U0, V0 = with_spectrum(rng, M, N, s_ref, vectors=True)
+    tol = solver_tol(precision)
+    eps = float(np.finfo(precision).eps)
+    kw = {"tol": tol} if method != "dense" else {}
     if method == "krylov":
         kw["maxiter"] = 6
     if method == "randomized":
         kw["maxiter"] = 30
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotConvergedWarning)
-        sp = svds(jnp.asarray(A64, jnp.float32), D, method=method, **kw)
+        sp = svds(A64.astype(precision), D, method=method, **kw)
     assert sp.info.method == method
+    check_dtypes(sp, precision)
     conv = np.asarray(sp.info.converged)
-    if method in ("dense", "lanczos", "krylov"):
+    if method in ("dense", "lanczos", "krylov") or (method in EXACT and precision == np.float64):
         assert conv.all(), (method, spectrum, np.asarray(sp.residuals))
-    # values within 1e-5 relative (plus float32 rounding) where the method met tol
+    # values within tol relative (plus rounding) where the method met tol
     err = np.abs(np.asarray(sp.s, np.float64) - s_ref[:D]) / s_ref[0]
-    assert np.all(err[conv] <= 1e-5 + 20 * EPS32), err
-    check_orthonormal(sp.U)
-    check_orthonormal(sp.V)
+    assert np.all(err[conv] <= tol + 20 * eps), err
+    check_orthonormal(sp.U, ortho_atol(precision))
+    check_orthonormal(sp.V, ortho_atol(precision))
     check_spectrum(sp, s_ref, d=D, tol_s=1.0, A64=A64)  # certificate == recomputed
+    if precision == np.float64 and method in EXACT:  # the float64 LAPACK subspaces, to 1e-8
+        assert subspace_distance(sp.U, U0[:, :D]) <= 1e-8
+        assert subspace_distance(sp.V, V0[:, :D]) <= 1e-8
     # sign convention: the largest-magnitude entry of every column of U is positive
     U = np.asarray(sp.U)
     assert np.all(U[np.abs(U).argmax(0), np.arange(D)] > 0)
@@ -183,28 +220,33 @@ def test_residuals_function_matches_certificate(rng):
 def test_dense_float64_option(rng):
     A64 = with_spectrum(rng, M, N, SPECTRA["polynomial"](N))
     sp = svds(A64.astype(np.float32), D, method="dense", dense_float64=True)
-    np.testing.assert_allclose(np.asarray(sp.s), np.linalg.svd(A64.astype(np.float32), compute_uv=False)[:D],
-                               rtol=1e-6)
+    ref = np.linalg.svd(A64.astype(np.float32), compute_uv=False)[:D]
+    np.testing.assert_allclose(np.asarray(sp.s), ref, rtol=1e-6)
 
 
 # --------------------------------------------------------------------------------------------------
 # symmetric path
 # --------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("method", ["dense", *ITERATIVE])
-def test_hermitian_negative_eigenvalues(rng, method):
+def test_hermitian_negative_eigenvalues(rng, precision, method):
     # |lambda| sorted: 1, -0.9, 0.8, -0.7, ... ; singular values are |lambda|
     lam = np.array([1.0, -0.95, 0.9, -0.85, 0.8, -0.75, 0.5, -0.45, 0.3, 0.1])
-    A64 = symmetric_with_eigs(rng, NS, lam)
-    kw = {"tol": 1e-5}
+    A64, Q = symmetric_with_eigs(rng, NS, lam, vectors=True)
+    tol = solver_tol(precision)
+    eps = float(np.finfo(precision).eps)
+    kw = {"tol": tol}
     if method == "randomized":
         kw["maxiter"] = 60
-    sp = svds(jnp.asarray(A64, jnp.float32), D, method=method, hermitian=True, **kw)
+    sp = svds(A64.astype(precision), D, method=method, hermitian=True, **kw)
     assert sp.info.hermitian
     assert sp.info.converged.all()
-    check_spectrum(sp, np.abs(lam), d=D, tol_s=1e-5 + 20 * EPS32, A64=A64)
+    check_dtypes(sp, precision)
+    check_spectrum(sp, np.abs(lam), d=D, tol_s=tol + 20 * eps, A64=A64)
     # U = V sign(lambda)
     signs = np.sign(lam[:D])
-    np.testing.assert_allclose(np.asarray(sp.U), np.asarray(sp.V) * signs, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(sp.U), np.asarray(sp.V) * signs, atol=1e-6 * tol / 1e-5)
+    if precision == np.float64 and method in EXACT:
+        assert subspace_distance(sp.V, Q[:, :D]) <= 1e-8
 
 
 def test_hermitian_needs_square():
@@ -215,25 +257,28 @@ def test_hermitian_needs_square():
 # --------------------------------------------------------------------------------------------------
 # known spectra
 # --------------------------------------------------------------------------------------------------
-def cycle_operator(n):
+def cycle_operator(n, dtype=np.float32):
     i = np.arange(n)
-    W = sps.coo_matrix((np.ones(2 * n), (np.r_[i, i], np.r_[(i + 1) % n, (i - 1) % n])), shape=(n, n))
+    ij = (np.r_[i, i], np.r_[(i + 1) % n, (i - 1) % n])
+    W = sps.coo_matrix((np.ones(2 * n), ij), shape=(n, n))
     deg = np.asarray(W.sum(1)).ravel()
-    dis = 1.0 / np.sqrt(deg)
-    return ops.sparse_from_scipy(W).scale(left=dis, right=dis)
+    dis = (1.0 / np.sqrt(deg)).astype(dtype)
+    return ops.sparse_from_scipy(W, dtype=dtype).scale(left=dis, right=dis)
 
 
 @pytest.mark.parametrize("hermitian", [True, False])
-def test_cycle_graph(hermitian):
+def test_cycle_graph(precision, hermitian):
     # |cos(2 pi k / n)|: 1 twice, then four-fold clusters with gaps ~1e-3 (restarts needed)
     n, d = NS, 7
-    Z = cycle_operator(n)
-    sp = svds(Z, d, method="lanczos", hermitian=hermitian, tol=1e-5)
+    Z = cycle_operator(n, precision)
+    tol = solver_tol(precision)
+    sp = svds(Z, d, method="lanczos", hermitian=hermitian, tol=tol)
     assert sp.info.converged.all() and sp.info.restarts > 0
+    check_dtypes(sp, precision)
     ref = np.sort(np.abs(np.cos(2 * np.pi * np.arange(n) / n)))[::-1]
-    np.testing.assert_allclose(np.asarray(sp.s), ref[:d], atol=2e-5)
-    check_orthonormal(sp.U)
-    check_orthonormal(sp.V)
+    np.testing.assert_allclose(np.asarray(sp.s), ref[:d], atol=2 * tol)
+    check_orthonormal(sp.U, ortho_atol(precision))
+    check_orthonormal(sp.V, ortho_atol(precision))
 
 
 def test_balanced_labels():
@@ -260,7 +305,8 @@ def test_hypercube_bit_flips():
     x = np.arange(2**Dim)
     ham = np.array([[bin(a ^ b).count("1") for b in x] for a in x])
     P = p**ham * (1 - p) ** (Dim - ham)  # symmetric, doubly stochastic: Z = P
-    ref = np.sort(np.concatenate([np.full(comb(Dim, k), (1 - 2 * p) ** k) for k in range(Dim + 1)]))[::-1]
+    ref = np.concatenate([np.full(comb(Dim, k), (1 - 2 * p) ** k) for k in range(Dim + 1)])
+    ref = np.sort(ref)[::-1]
     d = 1 + Dim + 3  # 1, (1-2p) x Dim, (1-2p)^2 x 3: multiplicities inside the block
     for method in ("dense", "lanczos"):
         sp = svds(P.astype(np.float32), d, method=method, hermitian=True, tol=1e-5)
@@ -409,3 +455,162 @@ def test_chebyshev_options_and_cluster_cut():
     assert bool(sp.info.converged.all()) and float(np.max(sp.residuals)) <= 1e-5
     with pytest.raises(ValueError, match="bound"):
         svds(A, 4, method="chebyshev", hermitian=True, bound=-1.0)
+
+
+# --------------------------------------------------------------------------------------------------
+# dtypes: float32 and float64 kept, x64 on or off; other dtypes refused before tracing
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("precision", ["float64"], indirect=True)
+def test_float32_operators_stay_float32_with_x64_on(precision):
+    """Under x64 a float32 operator (sparse, deflated) is solved and returned in float32.
+
+    Dense and block Lanczos here (compile time: Lanczos is where int32 and int64 indices met);
+    every method's float32 path under x64 was audited by hand (chebyshev, randomized and krylov
+    keep the operator's dtype the same way).
+    """
+    from _svds_problems import reference, sbm_matrix
+
+    a = sbm_matrix()
+    A = ops.sparse_from_scipy(a, dtype=np.float32)
+    u = np.linalg.eigh(a.toarray())[1][:, -1].astype(np.float32)
+    deflated = ops.deflate(A, u, u, 1.0)
+    ref = reference(a, D + 1, True)
+    for method in ("dense", "lanczos"):
+        sp = svds(deflated, D, method=method, hermitian=True, tol=1e-5)
+        check_dtypes(sp, np.float32)
+        np.testing.assert_allclose(np.asarray(sp.s), ref[1 : D + 1], rtol=0, atol=2e-5)
+
+
+def test_low_precision_complex_and_odd_dtypes_are_refused():
+    import ml_dtypes
+
+    for bad, what in [
+        (np.eye(6, dtype=np.float16), "float16"),
+        (np.eye(6).astype(ml_dtypes.bfloat16), "bfloat16"),
+        (jnp.eye(6, dtype=jnp.bfloat16), "bfloat16"),
+        (np.eye(6, dtype=np.complex64), "complex"),
+        (sps.eye(6, dtype=np.complex128, format="csr"), "complex"),
+        (np.array([["a", "b"], ["c", "d"]]), "expected a real floating or integer"),
+    ]:
+        with pytest.raises(TypeError, match=rf"^A: .*{what}"):
+            svds(bad, 1)
+
+
+def test_integer_operators_get_the_default_float_dtype(precision):
+    sp = svds(np.diag(np.arange(1, 7)), 2)
+    check_dtypes(sp, precision)
+    np.testing.assert_allclose(np.asarray(sp.s), [6.0, 5.0])
+    sp = svds(sps.csr_matrix(np.eye(6, dtype=bool)), 1)
+    check_dtypes(sp, precision)
+
+
+# --------------------------------------------------------------------------------------------------
+# symmetry: hermitian=True checked by a randomised probe; hermitian unset: probed and used
+# --------------------------------------------------------------------------------------------------
+def test_hermitian_true_is_checked(rng, precision):
+    from _svds_problems import sbm_matrix
+
+    S = symmetric_with_eigs(rng, NS, SPECTRA["geometric"](NS))
+    a = sbm_matrix()
+    X = rng.standard_normal((NS, 3)).astype(precision)
+    K = ops.kernel_operator(X, kernel=kernels.RBF(gamma=np.asarray(0.5, precision)))
+    u = (np.ones(a.shape[0]) / np.sqrt(a.shape[0])).astype(precision)
+    symmetric = {
+        "dense": S.astype(precision),
+        "sparse": ops.sparse_from_scipy(a, dtype=precision),
+        "kernel": ops.product(ops.diag(np.linspace(0.5, 1.5, NS).astype(precision)), K,
+                              ops.diag(np.linspace(0.5, 1.5, NS).astype(precision))),
+        "deflated": ops.deflate(ops.sparse_from_scipy(a, dtype=precision), u, u, 0.5),
+    }
+    for name, op in symmetric.items():
+        sp = svds(op, D, method="dense", hermitian=True)
+        assert sp.info.hermitian, name
+    # mildly non-symmetric: a 2% asymmetric part, in a dense and in a sparse matrix
+    E = rng.standard_normal((NS, NS))
+    A = S + 0.02 * np.linalg.norm(S) / np.linalg.norm(E) * E
+    a2 = a.tolil()
+    a2[0, a2.rows[0][0]] *= 1.5  # one entry of the graph operator changed
+    bad = [(A.astype(precision), "dense"), (A.astype(precision), "lanczos"),
+           (ops.sparse_from_scipy(a2.tocsr(), dtype=precision), "dense")]  # fmt: skip
+    for op, method in bad:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotConvergedWarning)
+            with pytest.raises(ValueError, match="hermitian=True, but A is not symmetric"):
+                svds(op, D, method=method, hermitian=True)
+
+
+def test_symmetry_is_probed_when_hermitian_is_unset(rng):
+    from _svds_problems import knn_context_matrix, sbm_matrix
+
+    a = sbm_matrix()
+    sym = svds(a.astype(np.float32), D, method="dense")  # a scipy matrix, hermitian unset
+    assert sym.info.hermitian and "symmetric path" in sym.info.reason
+    ref = np.sort(np.abs(np.linalg.eigvalsh(a.toarray())))[::-1][:D]
+    np.testing.assert_allclose(np.asarray(sym.s), ref, rtol=1e-5)
+    assert float(np.max(sym.residuals)) <= 1e-5  # certified with both products
+    gen = svds(knn_context_matrix(m=NS, k=5).astype(np.float32), D, method="dense")
+    assert not gen.info.hermitian and "general path" in gen.info.reason
+    off = svds(a.astype(np.float32), D, method="dense", hermitian=False)
+    assert not off.info.hermitian and "probe" not in off.info.reason
+    with pytest.raises(TypeError, match="hermitian"):
+        svds(a, D, hermitian="yes")
+
+
+# --------------------------------------------------------------------------------------------------
+# auto on cut spectra (issue 8 item 9): no gap at the cut -> block Lanczos, bounded work
+# --------------------------------------------------------------------------------------------------
+def test_cut_in_a_dense_bulk_takes_block_lanczos():
+    """A block model whose d cuts into the bulk, as a plain scipy CSR matrix, default arguments."""
+    from _svds_problems import reference_sparse, sbm_bulk_matrix
+
+    a = sbm_bulk_matrix()  # 5000 nodes, 20 blocks: d = 32 cuts 12 values into the bulk
+    d = 32
+    ref = reference_sparse(a, d, True)
+    sp = svds(a.astype(np.float32), d)
+    info = sp.info
+    assert info.method == "lanczos" and "no gap" in info.reason, info.reason
+    assert info.hermitian and "symmetric path" in info.reason
+    assert info.converged.all() and float(np.max(sp.residuals)) <= info.tol
+    np.testing.assert_allclose(np.asarray(sp.s), ref, rtol=1e-4)
+    # bounded work: a 16-column block, a basis of a few d, at most 60 d product columns (the
+    # filtered subspace iteration this problem used to get took a 376-column block and ~10^4)
+    assert info.block_size <= 16 and info.basis_size <= 5 * d
+    assert info.matvecs <= 60 * d, info.matvecs
+
+
+@pytest.mark.parametrize(
+    "precision, method",
+    [("float32", "auto"), ("float32", "lanczos"), ("float64", "lanczos")],
+    indirect=["precision"],
+)
+def test_knn_smooth_cut(precision, method):
+    """A kNN context operator (not symmetric, no gap at the cut): right, certified, bounded work."""
+    from _svds_problems import knn_context_matrix, reference_sparse
+
+    a = knn_context_matrix()
+    d = 24
+    ref = reference_sparse(a, d, False)
+    tol = 1e-4 if precision == np.float32 else 1e-10
+    sp = svds(a.astype(precision), d, method=method, tol=tol)
+    info = sp.info
+    check_dtypes(sp, precision)
+    assert not info.hermitian and info.converged.all()
+    assert info.method == ("chebyshev" if method == "auto" else "lanczos"), info.reason
+    np.testing.assert_allclose(np.asarray(sp.s), ref, rtol=tol)
+    assert info.block_size <= 4 * d and info.matvecs <= 300 * d, (info.block_size, info.matvecs)
+
+
+# --------------------------------------------------------------------------------------------------
+# one compile per bucket of d (issue 8 item 7)
+# --------------------------------------------------------------------------------------------------
+def test_sweep_over_d_compiles_block_lanczos_once(rng):
+    lam = 0.9 ** np.arange(NS)
+    A = jnp.asarray(symmetric_with_eigs(rng, NS, lam), jnp.float32)
+    svds(A, 16, method="lanczos", hermitian=True, tol=1e-5)
+    before = lanczos_core._cache_size()
+    for d in (24, 40, 64):
+        sp = svds(A, d, method="lanczos", hermitian=True, tol=1e-5)
+        assert sp.s.shape == (d,) and sp.info.converged.all()
+        assert "compiled for d <= 64" in sp.info.reason
+        np.testing.assert_allclose(np.asarray(sp.s), lam[:d], rtol=0, atol=2e-5)
+    assert lanczos_core._cache_size() == before

@@ -3,8 +3,8 @@
 :func:`svds` computes the top-``d`` singular triplets of anything
 :func:`jaxcontext.operators.as_operator` accepts (dense, sparse, matrix-free kernel, composed,
 sharded) with a dense reference, randomized SVD, randomized block Krylov, or a restarted block
-Lanczos with locking, and certifies every triplet with fresh residual products. :func:`orthonormalize`
-is the one orthonormalisation routine the solvers share.
+Lanczos with locking, and certifies every triplet with fresh residual products.
+:func:`orthonormalize` is the one orthonormalisation routine the solvers share.
 
 Example:
     >>> import jax.numpy as jnp

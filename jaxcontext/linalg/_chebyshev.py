@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..operators import LinearOperator
-from ._common import gaussian, mm
+from ._common import gaussian, ix, mm
 from ._orth import _Basis, _orthonormalize, orthonormalize
 
 __all__ = ["chebyshev_solve"]
@@ -101,7 +101,7 @@ def _probe(S, key, *, b: int, steps: int):
 
     def body(i, carry):
         Vt, H = carry
-        Qi = jax.lax.dynamic_slice(Vt, (i * b, 0), (b, n)).T
+        Qi = jax.lax.dynamic_slice(Vt, ix(i * b, 0), (b, n)).T
         W = S.matmat(Qi)
         o = _orthonormalize(
             W,
@@ -110,9 +110,9 @@ def _probe(S, key, *, b: int, steps: int):
             reorth=None,
             rank_tol=rank_tol,
         )
-        H = jax.lax.dynamic_update_slice(H, o.C, (0, i * b))
+        H = jax.lax.dynamic_update_slice(H, o.C, ix(0, i * b))
         # the next block (dropped after the last step)
-        nxt = jax.lax.dynamic_update_slice(Vt, o.Q.T, (((i + 1) % steps) * b, 0))
+        nxt = jax.lax.dynamic_update_slice(Vt, o.Q.T, ix(((i + 1) % steps) * b, 0))
         Vt = jnp.where(i + 1 < steps, nxt, Vt)
         return Vt, H
 
@@ -239,6 +239,125 @@ class ChebyshevResult(NamedTuple):
     note: str
 
 
+class Plan(NamedTuple):
+    """What the probe says about a Chebyshev solve: block, damping bound, estimated work.
+
+    Attributes:
+        S: the symmetric operator filtered (``A``, or its Gram operator).
+        left: ``S = A A^T`` (the smaller side) rather than ``A^T A``.
+        probe: the probe's Ritz data.
+        matvecs: product columns of the probe (``A`` and ``A^T`` columns counted apart).
+        lam_d: estimated ``d``-th eigenvalue magnitude of ``S``.
+        cluster: estimated count of eigenvalues within 10% of ``lam_d``.
+        wide: estimated count above ``lam_d / 2``.
+        block: the block ``k`` (capped at ``cap``).
+        uncapped: the block before the cap.
+        stretch: estimated count of singular values within 10% of the ``d``-th (of ``A``), which
+            a block must hold whole for the filter to separate the wanted ones.
+        cap: the largest block allowed.
+        bound: the damping bound ``a``.
+        degree: estimated filter degree of the first pass.
+        columns: estimated product columns of the whole solve (``1.5 block (degree + 1)``,
+            times 2 for a Gram operator).
+    """
+
+    S: Any
+    left: bool
+    probe: Probe
+    matvecs: int
+    lam_d: float
+    cluster: float
+    wide: float
+    block: int
+    uncapped: int
+    stretch: float
+    cap: int
+    bound: float
+    degree: float
+    columns: float
+
+    @property
+    def gapless(self) -> bool:
+        """The cut at ``d`` falls inside a stretch of spectrum wider than the largest block."""
+        return 1.15 * self.stretch > self.cap
+
+    def describe(self) -> str:
+        """One line for ``info.reason``."""
+        return (
+            f"probe: estimated d-th value {self.lam_d:.3g}, {self.stretch:.0f} singular values "
+            f"within 10% of the d-th, {self.wide:.0f} values above half of it; block {self.block}"
+            + (f" (capped from {self.uncapped})" if self.uncapped > self.block else "")
+            + f", first-pass degree ~{self.degree:.0f}, ~{self.columns:.0f} product columns"
+        )
+
+
+def block_cap(d: int, n: int, itemsize: int, max_block_bytes: int) -> int:
+    """The largest Chebyshev block: ``max(4 (d + over), 256)`` columns and ``max_block_bytes``."""
+    over = max(8, d // 4)
+    by_d = max(4 * (d + over), 256)
+    by_mem = max(d, max_block_bytes // max(1, n * itemsize))
+    return int(max(d, min(by_d, by_mem, max(d, n // 2))))
+
+
+def plan(
+    A: Any,
+    d: int,
+    key: jax.Array,
+    tol: float,
+    *,
+    hermitian: bool,
+    block_size: int | None = None,
+    bound: float | None = None,
+    max_block_bytes: int = 2**30,
+) -> Plan:
+    """Probe the spectrum and choose the block and damping bound (see module docs)."""
+    m, n = A.shape
+    left = (not hermitian) and m < n
+    S = A if hermitian else _Gram(A, left)
+    N = S.shape[0]
+    b = 8
+    steps = max(4, min(10, (N // b) - 1))
+    pr = probe(S, key, b=b, steps=steps)
+    mv = b * steps * (1 if hermitian else 2)
+    lam_d = _value_at_count(pr, N, d)
+    if d <= pr.theta.size:
+        # the d-th Ritz value bounds the d-th eigenvalue magnitude from below (interlacing, at
+        # each end of the spectrum); the quadrature count can miss isolated top values
+        lam_d = max(lam_d, abs(float(pr.theta[d - 1])))
+    cluster = _count(pr, N, 0.9 * lam_d)
+    over = max(8, d // 4)
+    # the block: the whole cluster at the cut; and down to half the d-th value when that takes at
+    # most twice as many columns (a decaying spectrum, where the (k+1)-th value sets the rate; on a
+    # dense bulk below the cut a wider block costs more than the passes it saves)
+    k_basic = max(d + over, int(math.ceil(1.15 * cluster)))
+    wide = _count(pr, N, 0.5 * lam_d)
+    k_wide = int(math.ceil(1.15 * wide))
+    k = k_basic if k_wide > 2 * k_basic else max(k_basic, k_wide)
+    k = int(min(-(-k // 8) * 8, max(d, N // 2)))  # a multiple of 8, at most half the dimension
+    cap = block_cap(d, N, np.dtype(A.dtype).itemsize, max_block_bytes)
+    # the stretch of spectrum at the cut: singular values within 10% of the d-th (0.81 lam_d for
+    # a Gram operator, whose eigenvalues are squares), which a block must hold whole
+    stretch = _count(pr, N, (0.9 if hermitian else 0.81) * lam_d)
+    uncapped = k
+    k = min(k, cap)
+    if block_size is not None:
+        k = uncapped = int(block_size)  # as given (svds checked d <= block_size <= min(m, n))
+    k = max(k, d)
+    if bound is None:
+        a = _value_at_count(pr, N, 2 * k)
+        a = min(a, 0.8 * lam_d)
+    else:
+        a = float(bound)
+    # an operator of low rank: keep the interval away from zero
+    a = max(a, 1e-3 * abs(float(pr.theta[0])), float(np.finfo(np.float32).tiny) ** 0.5)
+    lo = -a if hermitian else 0.0
+    x_d = max((2 * lam_d - (a + lo)) / (a - lo), 1.0 + 1e-3)
+    need = max(math.sqrt(N / k) / (0.5 * tol), 2.0)
+    deg = math.acosh(need) / math.acosh(x_d) + 1
+    cols = 1.5 * k * (deg + 1) * (1 if hermitian else 2)
+    return Plan(S, left, pr, mv, lam_d, cluster, wide, k, uncapped, stretch, cap, a, deg, cols)
+
+
 def chebyshev_solve(
     A: Any,
     d: int,
@@ -250,41 +369,27 @@ def chebyshev_solve(
     maxiter: int | None = None,
     max_degree: int = 24,
     bound: float | None = None,
+    max_block_bytes: int = 2**30,
+    plan_: Plan | None = None,
 ) -> ChebyshevResult:
-    """Top-``d`` singular triplets by Chebyshev-filtered subspace iteration (see module docs)."""
+    """Top-``d`` singular triplets by Chebyshev-filtered subspace iteration (see module docs).
+
+    ``plan_`` (from :func:`plan` with the same key and settings) skips the probe.
+    """
     m, n = A.shape
     dt = A.dtype
-    left = (not hermitian) and m < n
-    S = A if hermitian else _Gram(A, left)
-    N = S.shape[0]
     passes_max = 30 if maxiter is None else maxiter
+    growth_limit = 1e-3 / float(np.finfo(np.dtype(dt)).eps)
     kp, kr = jax.random.split(key)
-    # --- probe: spectrum sketch, block size, damping bound -----------------------------------
-    b = 8
-    steps = max(4, min(10, (N // b) - 1))
-    pr = probe(S, kp, b=b, steps=steps)
-    mv = b * steps * (1 if hermitian else 2)
-    lam_d = _value_at_count(pr, N, d)
-    cluster = _count(pr, N, 0.9 * lam_d)
-    over = max(8, d // 4)
-    # the block: the whole cluster at the cut; and down to half the d-th value when that takes at
-    # most twice as many columns (a decaying spectrum, where the (k+1)-th value sets the rate; on a
-    # dense bulk below the cut a wider block costs more than the passes it saves)
-    k_basic = max(d + over, int(math.ceil(1.15 * cluster)))
-    wide = _count(pr, N, 0.5 * lam_d)
-    k_wide = int(math.ceil(1.15 * wide))
-    k = k_basic if k_wide > 2 * k_basic else max(k_basic, k_wide)
-    k = int(min(-(-k // 8) * 8, max(d, N // 2)))  # a multiple of 8, at most half the dimension
-    if block_size is not None:
-        k = int(block_size)  # as given (svds checked d <= block_size <= min(m, n))
-    k = max(k, d)
-    if bound is None:
-        a = _value_at_count(pr, N, 2 * k)
-        a = min(a, 0.8 * lam_d)
-    else:
-        a = float(bound)
-    # an operator of low rank: keep the interval away from zero
-    a = max(a, 1e-3 * abs(float(pr.theta[0])), float(np.finfo(np.float32).tiny) ** 0.5)
+    if plan_ is None:
+        plan_ = plan(
+            A, d, kp, tol, hermitian=hermitian, block_size=block_size, bound=bound,
+            max_block_bytes=max_block_bytes,
+        )
+    S, left, pr, mv = plan_.S, plan_.left, plan_.probe, plan_.matvecs
+    N = S.shape[0]
+    b, steps = 8, pr.X.shape[1] // 8
+    lam_d, cluster, wide, k, a = plan_.lam_d, plan_.cluster, plan_.wide, plan_.block, plan_.bound
     lo_of = (lambda a: -a) if hermitian else (lambda a: 0.0)
     # --- start block: the probe's top Ritz vectors, completed with random columns ------------
     K = pr.X.shape[1]
@@ -318,13 +423,14 @@ def chebyshev_solve(
         if res is None:
             # The probe's estimate is optimistic (its values are lower bounds): one degree more.
             # Random start columns are dominated by the top eigenvectors, by T_m(x_1) / T_m(x_d);
-            # past ~1e4 (float32) the wanted directions drown in rounding (measured: a residual
-            # floor of 9e-4 at degree 19 on a 1M-node block model, 3.5e-4 at degree 15). Pass 2
-            # starts from scaled Ritz vectors, which do not have that problem.
+            # past ~1e4 in float32 (1e-3 / eps; 4.5e12 in float64) the wanted directions drown in
+            # rounding (measured: a residual floor of 9e-4 at degree 19 on a 1M-node block model,
+            # 3.5e-4 at degree 15). Pass 2 starts from scaled Ritz vectors, which do not have
+            # that problem.
             deg = deg + 1
             spread = math.acosh(x_1) - math.acosh(x_d)
             if spread > 0:
-                cap = min(cap, max(2, int(math.log(1e4) / spread)))
+                cap = min(cap, max(2, int(math.log(growth_limit) / spread)))
         deg = int(min(max(int(math.ceil(deg)), 2), max_degree, cap))
         Y = _filter(
             S,
@@ -347,8 +453,9 @@ def chebyshev_solve(
         a = min(max(a, float(np.abs(theta[k - 1]))), 0.8 * float(np.abs(theta[d - 1])))
         if np.all(res[:d] <= _limit(theta[:d], tol, hermitian)):
             break
+    capped = f" (capped from {plan_.uncapped})" if plan_.uncapped > k else ""
     note = (
-        f"Chebyshev-filtered subspace iteration: block {k}, damping bound {a:.3g}, degrees "
+        f"Chebyshev-filtered subspace iteration: block {k}{capped}, damping bound {a:.3g}, degrees "
         f"{degrees}, relative residuals {', '.join(f'{h:.1e}' for h in hist)} "
         f"(probe: {b} x {steps} block Lanczos, estimated d-th value {lam_d:.3g}, "
         f"{cluster:.0f} values above 0.9 times it, {wide:.0f} above half of it)"

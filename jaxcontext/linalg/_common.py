@@ -45,6 +45,15 @@ def blas_single_thread():
         yield
 
 
+def ix(*idx: Any) -> tuple[jax.Array, ...]:
+    """Start indices for ``lax.dynamic_slice`` / ``dynamic_update_slice``, all as int32.
+
+    The index arguments of those primitives must share one integer type; a Python ``0`` next to an
+    int32 counter becomes int64 once ``jax_enable_x64`` is on, so every index goes through here.
+    """
+    return tuple(jnp.asarray(i, jnp.int32) for i in idx)
+
+
 def mm(a: jax.Array, b: jax.Array) -> jax.Array:
     """``a @ b`` with ``Precision.HIGHEST`` (Gram, projection and Rayleigh-Ritz products)."""
     return jnp.matmul(a, b, precision=HIGHEST)
@@ -92,19 +101,39 @@ def fix_signs(U: jax.Array, V: jax.Array) -> tuple[jax.Array, jax.Array]:
     return U * sgn[None, :], V * sgn[None, :]
 
 
-@functools.partial(jax.jit, static_argnames=("hermitian",))
-def _certify(A, s, U, V, lam_sign, *, hermitian: bool):
+@functools.partial(jax.jit, static_argnames=("hermitian", "probe"))
+def _certify(A, s, U, V, lam_sign, key, *, hermitian: bool, probe: int):
+    """Signs, residual certificate and (``probe > 0``) the symmetry probe, from fresh products.
+
+    For ``hermitian``, ``A^T u = A (sign * v)`` for symmetric ``A``: one block product gives both
+    residuals, and ``2 probe`` Gaussian columns ride along in it to test that symmetry
+    (:mod:`._symmetry`): ``(delta, scale)`` with ``rho = delta / scale``.
+    """
     U, V = fix_signs(U, V)
+    d = V.shape[1]
     if hermitian:
-        # A^T u = A (sign * v) for symmetric A: one block product gives both residuals.
-        av = A.matmat(V)
+        Z = gaussian(key, (V.shape[0], 2 * probe), V.dtype) if probe else None
+        out = A.matmat(V if Z is None else jnp.concatenate([V, Z], axis=1))
+        av = out[:, :d]
         r1 = av - U * s[None, :]
         r2 = av * lam_sign[None, :] - V * s[None, :]
         n1 = jnp.sqrt(jnp.sum(r1 * r1, axis=0))
         n2 = jnp.sqrt(jnp.sum(r2 * r2, axis=0))
+        if Z is not None:
+            X, Y = Z[:, :probe], Z[:, probe:]
+            AX, AY = out[:, d : d + probe], out[:, d + probe :]
+            D = mm(X.T, AY) - mm(AX.T, Y)
+
+            def nrm(a):
+                return jnp.sqrt(jnp.sum(a * a))
+
+            sym = (nrm(D), nrm(X) * nrm(AY) + nrm(AX) * nrm(Y))
+        else:
+            sym = (jnp.zeros((), V.dtype), jnp.ones((), V.dtype))
     else:
         n1, n2 = residual_parts(A, s, U, V)
-    return U, V, _relative(n1, n2, s)
+        sym = (jnp.zeros((), V.dtype), jnp.ones((), V.dtype))
+    return U, V, _relative(n1, n2, s), sym
 
 
 def finish(
@@ -124,13 +153,40 @@ def finish(
     block_size: int,
     basis_size: int,
     hermitian: bool,
+    declared: bool = True,
+    key: jax.Array | None = None,
 ) -> Spectrum:
-    """Fix signs, certify with fresh products, check finiteness and convergence, build the result."""
+    """Fix signs, certify with fresh products, check finiteness and convergence, build the result.
+
+    ``hermitian`` says which path ran. When it was ``declared`` by the caller, the certificate's
+    product also carries the symmetry probe (:mod:`._symmetry`) and a ValueError is raised when
+    ``A`` is far from symmetric; when the symmetric path was chosen by the probe before the solve
+    (``declared=False``), the certificate uses both products (``A v`` and ``A^T u``).
+    """
+    from ._symmetry import ASYMMETRIC_EPS, PROBE_COLUMNS
+
     d = int(s.shape[0])
     sign = jnp.ones((d,), s.dtype) if lam_sign is None else lam_sign
-    U, V, res = _certify(A, s, U, V, sign, hermitian=hermitian)
-    matvecs = int(matvecs) + (d if hermitian else 2 * d)
+    sym_cert = hermitian and declared
+    probe = PROBE_COLUMNS if sym_cert else 0
+    key = jax.random.key(0) if key is None else key
+    U, V, res, (delta, scale) = _certify(
+        A, s, U, V, sign, key, hermitian=sym_cert, probe=probe
+    )
+    matvecs = int(matvecs) + (d + 2 * probe if sym_cert else 2 * d)
     res_np = np.asarray(res)
+    if probe:
+        delta, scale = float(delta), float(scale)
+        eps = float(np.finfo(np.dtype(s.dtype)).eps)
+        rho = delta / scale if scale > 0 else 0.0
+        if np.isfinite(rho) and rho > ASYMMETRIC_EPS * eps:
+            raise ValueError(
+                f"hermitian=True, but A is not symmetric: a randomised probe found "
+                f"|X^T A Y - (A X)^T Y| / (|X| |A Y| + |A X| |Y|) = {rho:.2e}, {rho / eps:.3g} "
+                f"times eps of {np.dtype(s.dtype).name} (symmetric operators give at most a few "
+                f"eps; the limit is {ASYMMETRIC_EPS:g}); the symmetric solvers' values would be "
+                "wrong. Pass hermitian=False (or leave it unset) for a non-symmetric operator"
+            )
     if not (np.all(np.isfinite(res_np)) and bool(jnp.all(jnp.isfinite(s)))):
         raise ValueError(
             f"svds ({method}): the result contains NaN or Inf; the operator produced non-finite "
@@ -173,7 +229,7 @@ def sort_desc(vals: jax.Array, valid: jax.Array | None = None) -> jax.Array:
 
 
 def _mix32(x: jax.Array) -> jax.Array:
-    """A 32-bit integer finaliser (xor-shift-multiply): consecutive inputs give unrelated outputs."""
+    """A 32-bit integer finaliser (xor-shift-multiply): unrelated outputs for consecutive inputs."""
     x = x ^ (x >> 16)
     x = x * jnp.uint32(0x7FEB352D)
     x = x ^ (x >> 15)

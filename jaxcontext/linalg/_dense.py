@@ -24,8 +24,8 @@ def _dense_device(M, *, d: int, hermitian: bool):
 def _on_host(M) -> bool:
     """Whether the dense problem should go to numpy's LAPACK: a CPU array on one device.
 
-    XLA's CPU SVD and ``eigh`` are much slower than LAPACK's divide and conquer (a 2000 x 2000 float32
-    SVD took 19 s under ``jit`` against about 2 s with numpy on the same 2-core machine).
+    XLA's CPU SVD and ``eigh`` are much slower than LAPACK's divide and conquer (a 2000 x 2000
+    float32 SVD took 19 s under ``jit`` against about 2 s with numpy on the same 2-core machine).
     """
     try:
         devices = M.devices()

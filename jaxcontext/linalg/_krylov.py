@@ -1,13 +1,13 @@
 r"""Randomized block Krylov (Musco & Musco 2015; Tropp & Webber 2023), one shot of fixed depth.
 
-General operators: the basis of ``[A Omega, (A A^T) A Omega, ..., (A A^T)^q A Omega]`` is built block by
-block, each block orthonormalised twice against all earlier ones (BCGS2 with CholeskyQR2). The
-products ``Z_i = A^T Q_i`` made on the way are kept, so the thin projection
-``B^T = A^T Q = [Z_0, ..., Z_q]`` costs one extra block product; then ``B^T = P R`` and the small SVD
-``R = X S Y^T`` give ``U = Q Y``, ``V = P X`` (Rayleigh-Ritz on the Krylov space, no ``A^T A``).
+General operators: the basis of ``[A Omega, (A A^T) A Omega, ..., (A A^T)^q A Omega]`` is built
+block by block, each block orthonormalised twice against all earlier ones (BCGS2 with CholeskyQR2).
+The products ``Z_i = A^T Q_i`` made on the way are kept, so the thin projection
+``B^T = A^T Q = [Z_0, ..., Z_q]`` costs one extra block product; then ``B^T = P R`` and the small
+SVD ``R = X S Y^T`` give ``U = Q Y``, ``V = P X`` (Rayleigh-Ritz on the Krylov space, no ``A^T A``).
 
-Symmetric operators use the space ``[Omega, A Omega, ..., A^q Omega]``; the projection coefficients give
-``H = Q^T A Q`` and its eigendecomposition the Ritz pairs.
+Symmetric operators use the space ``[Omega, A Omega, ..., A^q Omega]``; the projection coefficients
+give ``H = Q^T A Q`` and its eigendecomposition the Ritz pairs.
 """
 
 from __future__ import annotations

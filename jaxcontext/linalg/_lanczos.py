@@ -1,7 +1,7 @@
 r"""Thick-restarted block Lanczos (symmetric operators) and block Golub-Kahan-Lanczos (general).
 
-Both keep the whole solve inside one ``jit``: a ``lax.while_loop`` over block steps with static block
-shapes. A step multiplies the newest block, orthonormalises the result against the basis with
+Both keep the whole solve inside one ``jit``: a ``lax.while_loop`` over block steps with static
+block shapes. A step multiplies the newest block, orthonormalises the result against the basis with
 :func:`~jaxcontext.linalg.orthonormalize` (the coefficients of that projection fill the projected
 matrix, so ``H = V^T A V`` (or ``B = U^T A V``) is built from the same products), and appends it.
 Every few steps (a geometric schedule) a Rayleigh-Ritz step on the small projected matrix gives Ritz
@@ -10,12 +10,13 @@ values and *residual estimates* from the Lanczos relation
 .. math::  A V_c = V_c H_c + V_{next} R E_{last}^T \quad\Rightarrow\quad
            \|A (V_c y_i) - \theta_i V_c y_i\| = \|R\, y_i^{(last)}\|
 
-(and the analogous ``A^T U = V B^T + V_{next} S E_{last}^T`` for the bidiagonalisation), so convergence
-is tested without extra products; the final answer is certified with fresh products by the caller.
-When the basis is full, a *thick restart* keeps the ``k`` wanted Ritz vectors (``V <- V Y_k``) and the
-next block, and continues. Ritz vectors whose estimate is below ``tol`` at a restart are *locked*: their
-couplings in the projected matrix are dropped (they are below ``tol``), so later Rayleigh-Ritz steps
-keep them unchanged, while new blocks are still orthogonalised against them.
+(and the analogous ``A^T U = V B^T + V_{next} S E_{last}^T`` for the bidiagonalisation), so
+convergence is tested without extra products; the final answer is certified with fresh products by
+the caller. When the basis is full, a *thick restart* keeps the ``k`` wanted Ritz vectors
+(``V <- V Y_k``) and the next block, and continues. Ritz vectors whose estimate is below ``tol`` at
+a restart are *locked*: their couplings in the projected matrix are dropped (they are below
+``tol``), so later Rayleigh-Ritz steps keep them unchanged, while new blocks are still
+orthogonalised against them.
 
 Variable-size slices of the basis use ``lax.switch`` over a few static bucket sizes, so the products
 and Rayleigh-Ritz problems stay close to the filled size and nothing recompiles between calls.
@@ -29,23 +30,59 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._common import gaussian, mm, sort_desc
+from ._common import gaussian, ix, mm, sort_desc
 from ._orth import _Basis, _orthonormalize, orthonormalize
+
+# The residual estimates are converged to TOL_MARGIN * tol (see lanczos_core).
+TOL_MARGIN = 0.8
 
 
 class LanczosConfig(NamedTuple):
-    """Static settings of a Lanczos run (hashable: part of the jit cache key)."""
+    """Static settings of a Lanczos run (hashable: part of the jit cache key).
 
-    d: int
+    One compiled solver serves a *bucket* of wanted counts: ``d`` triplets are returned (the
+    bucket's size), the number actually wanted is the dynamic ``want`` of :func:`lanczos_core`,
+    and the basis size and the number of vectors kept at a restart are one of the static pairs in
+    ``shapes``, picked by a dynamic index (``lax.switch`` for the restart rotation, the one
+    product that needs their static shapes). ``K`` (the largest basis in ``shapes``) sizes the
+    arrays.
+    """
+
+    d: int  # triplets returned (the bucket; the convergence test uses the dynamic ``want``)
     b: int  # block size
-    K: int  # basis size (multiple of b)
-    k: int  # kept at a restart (multiple of b, d <= k <= K - b)
+    K: int  # allocated basis size: the largest in ``shapes`` (multiple of b)
     g: int  # bucket granularity of the Rayleigh-Ritz sizes (multiple of b)
-    chunk: int  # columns per product in the chunked projections (multiple of b)
+    chunk: int  # row granularity of the projections' static sizes (multiple of b)
     max_restarts: int
-    first_check: int
     growth: float
     reorth: float | None
+    shapes: tuple[tuple[int, int], ...] = ()  # (basis size, kept at a restart), multiples of b
+
+
+class _Sizes(NamedTuple):
+    """The dynamic sizes of one run (int32 scalars)."""
+
+    want: jax.Array  # triplets the convergence test waits for
+    sel: jax.Array  # index into ``cfg.shapes``
+    K: jax.Array  # basis size before a restart
+    k: jax.Array  # kept at a restart
+    max_steps: jax.Array
+
+
+def _sizes(cfg: LanczosConfig, want, sel) -> _Sizes:
+    sel = jnp.asarray(sel, jnp.int32)
+    K = jnp.asarray([K for K, _ in cfg.shapes], jnp.int32)[sel]
+    k = jnp.asarray([k for _, k in cfg.shapes], jnp.int32)[sel]
+    steps = K // cfg.b + cfg.max_restarts * ((K - k) // cfg.b)
+    return _Sizes(jnp.asarray(want, jnp.int32), sel, K, k, steps)
+
+
+def _by_shape(cfg: LanczosConfig, sel: jax.Array, fn, *args):
+    """``fn(K_i, k_i, *args)`` for the static pair ``cfg.shapes[sel]`` (a switch when several)."""
+    branches = [functools.partial(fn, K, k) for K, k in cfg.shapes]
+    if len(branches) == 1:
+        return branches[0](*args)
+    return jax.lax.switch(sel, branches, *args)
 
 
 def _buckets(cfg: LanczosConfig, lo: int = 0) -> tuple[int, ...]:
@@ -130,11 +167,11 @@ def _rayleigh_ritz(st: _State, cfg: LanczosConfig, hermitian: bool):
     c = st.c
     # coupling of the last block to the next one: R (symmetric) or S^T (general)
     if hermitian:
-        cpl = jax.lax.dynamic_slice(st.H, (c, c - b), (b, b))
-        last = jax.lax.dynamic_slice(Y, (c - b, 0), (b, K))
+        cpl = jax.lax.dynamic_slice(st.H, ix(c, c - b), (b, b))
+        last = jax.lax.dynamic_slice(Y, ix(c - b, 0), (b, K))
     else:
-        cpl = jax.lax.dynamic_slice(st.H, (c - b, c), (b, b)).T
-        last = jax.lax.dynamic_slice(X, (c - b, 0), (b, K))
+        cpl = jax.lax.dynamic_slice(st.H, ix(c - b, c), (b, b)).T
+        last = jax.lax.dynamic_slice(X, ix(c - b, 0), (b, K))
     w = mm(cpl, last)
     est = jnp.sqrt(jnp.sum(w * w, axis=0))
     coef2 = X * X
@@ -170,60 +207,66 @@ def _step(A, st: _State, G, cfg: LanczosConfig, hermitian: bool) -> _State:
     b, K = cfg.b, cfg.K
     c = st.c
     n = st.V.shape[1]
-    Vj = jax.lax.dynamic_slice(st.V, (c, 0), (b, n)).T
+    Vj = jax.lax.dynamic_slice(st.V, ix(c, 0), (b, n)).T
     rows = st.H.shape[0]
     locked = jnp.pad(st.locked, (0, rows - K))[:, None]
     if hermitian:
         W = A.matmat(Vj)
         Q, R, C = _orth_into(W, st.V, c + b, _fill(G, st.steps)[:n], cfg)
         C = jnp.where(locked, 0.0, C[:rows])  # locked vectors: coupling dropped
-        col = jax.lax.dynamic_update_slice(C, R, (c + b, 0))
-        H = jax.lax.dynamic_update_slice(st.H, col, (0, c))
-        V = jax.lax.dynamic_update_slice(st.V, Q.T, (c + b, 0))
+        col = jax.lax.dynamic_update_slice(C, R, ix(c + b, 0))
+        H = jax.lax.dynamic_update_slice(st.H, col, ix(0, c))
+        V = jax.lax.dynamic_update_slice(st.V, Q.T, ix(c + b, 0))
         return st._replace(V=V, H=H, c=c + b, steps=st.steps + 1)
     m = st.U.shape[1]
     W = A.matmat(Vj)
     Qu, R, C = _orth_into(W, st.U, c, _fill(G, st.steps)[:m], cfg)
     C = jnp.pad(C, ((0, max(0, rows - C.shape[0])), (0, 0)))[:rows]
     C = jnp.where(locked, 0.0, C)
-    col = jax.lax.dynamic_update_slice(C, R, (c, 0))
-    H = jax.lax.dynamic_update_slice(st.H, col, (0, c))
-    U = jax.lax.dynamic_update_slice(st.U, Qu.T, (c, 0))
+    col = jax.lax.dynamic_update_slice(C, R, ix(c, 0))
+    H = jax.lax.dynamic_update_slice(st.H, col, ix(0, c))
+    U = jax.lax.dynamic_update_slice(st.U, Qu.T, ix(c, 0))
     Z = A.rmatmat(Qu)
     Qv, S, _ = _orth_into(Z, st.V, c + b, _fill(G, st.steps + 1)[:n], cfg)
-    H = jax.lax.dynamic_update_slice(H, S.T, (c, c + b))
-    V = jax.lax.dynamic_update_slice(st.V, Qv.T, (c + b, 0))
+    H = jax.lax.dynamic_update_slice(H, S.T, ix(c, c + b))
+    V = jax.lax.dynamic_update_slice(st.V, Qv.T, ix(c + b, 0))
     return st._replace(V=V, U=U, H=H, c=c + b, steps=st.steps + 1)
 
 
-def _restart(st: _State, cfg: LanczosConfig, hermitian: bool, tol: jax.Array) -> _State:
-    """Thick restart: keep the top ``k`` Ritz vectors and the next block; lock converged ones."""
-    b, K, k = cfg.b, cfg.K, cfg.k
-    Vk = mm(st.Y[:, :k].T, st.V[:K])
-    V = jnp.zeros_like(st.V).at[:k].set(Vk).at[k : k + b].set(st.V[K : K + b])
-    U = st.U
+def _rotate(K: int, k: int, V, U, Y, X, *, b: int, hermitian: bool):
+    """Restart rotation, basis of ``K`` columns: ``V <- [V Y_k, next block]`` (and ``U X_k``)."""
+    Vk = mm(Y[:K, :k].T, V[:K])
+    V = jnp.zeros_like(V).at[:k].set(Vk).at[k : k + b].set(V[K : K + b])
     if not hermitian:
-        Uk = mm(st.X[:, :k].T, st.U[:K])
-        U = jnp.zeros_like(st.U).at[:k].set(Uk)
-    H = jnp.zeros_like(st.H).at[jnp.arange(k), jnp.arange(k)].set(st.theta[:k])
-    lock = (st.est[:k] <= _tol_abs(st.theta, st.valid, tol)) & st.valid[:k]
-    locked = jnp.zeros((K,), bool).at[:k].set(lock)
-    locked_res = jnp.zeros((K,), st.est.dtype).at[:k].set(jnp.where(lock, st.est[:k], 0.0))
-    c = jnp.asarray(k, jnp.int32)
+        Uk = mm(X[:K, :k].T, U[:K])
+        U = jnp.zeros_like(U).at[:k].set(Uk)
+    return V, U
+
+
+def _restart(
+    st: _State, cfg: LanczosConfig, hermitian: bool, tol: jax.Array, sz: _Sizes
+) -> _State:
+    """Thick restart: keep the top ``k`` Ritz vectors and the next block; lock converged ones."""
+    K = cfg.K
+    V, U = _by_shape(
+        cfg, sz.sel, functools.partial(_rotate, b=cfg.b, hermitian=hermitian),
+        st.V, st.U, st.Y, st.X,
+    )
+    kept = jnp.arange(K) < sz.k
+    H = jnp.zeros_like(st.H).at[jnp.arange(K), jnp.arange(K)].set(jnp.where(kept, st.theta, 0.0))
+    locked = kept & (st.est <= _tol_abs(st.theta, st.valid, tol)) & st.valid
+    locked_res = jnp.where(locked, st.est, 0.0)
+    c = sz.k
     return st._replace(
         V=V,
         U=U,
         H=H,
         c=c,
         restarts=st.restarts + 1,
-        next_check=jnp.minimum(_next_check(c, cfg), K),
+        next_check=jnp.minimum(_next_check(c, cfg), sz.K),
         locked=locked,
         locked_res=locked_res,
     )
-
-
-def _max_steps(cfg: LanczosConfig) -> int:
-    return cfg.K // cfg.b + cfg.max_restarts * ((cfg.K - cfg.k) // cfg.b)
 
 
 def _tol_abs(theta, valid, tol):
@@ -231,20 +274,23 @@ def _tol_abs(theta, valid, tol):
     return tol * jnp.max(jnp.where(valid, jnp.abs(theta), 0.0))
 
 
-def _check(st: _State, cfg: LanczosConfig, hermitian: bool, tol: jax.Array) -> _State:
-    """Rayleigh-Ritz and convergence test. Only small arrays go through the ``cond`` that calls
-    this (the basis would be copied through a conditional)."""
-    d = cfg.d
+def _check(st: _State, cfg: LanczosConfig, hermitian: bool, tol: jax.Array, sz: _Sizes) -> _State:
+    """Rayleigh-Ritz and convergence test of the top ``sz.want`` Ritz pairs.
+
+    Only small arrays go through the ``cond`` that calls this (the basis would be copied through a
+    conditional).
+    """
+    wanted = jnp.arange(cfg.K) < sz.want
 
     def run(small):
         H, c, steps, restarts, locked, locked_res, _, _, _, _, _ = small
         view = st._replace(H=H, c=c, locked=locked, locked_res=locked_res)
         theta, Y, X, est, valid = _rayleigh_ritz(view, cfg, hermitian)
-        conv = jnp.all((est[:d] <= _tol_abs(theta, valid, tol)) & valid[:d])
-        full = c >= cfg.K
-        done = conv | (full & (restarts >= cfg.max_restarts)) | (steps >= _max_steps(cfg))
+        conv = jnp.all(((est <= _tol_abs(theta, valid, tol)) & valid) | ~wanted)
+        full = c >= sz.K
+        done = conv | (full & (restarts >= cfg.max_restarts)) | (steps >= sz.max_steps)
         X = X if not hermitian else small[8]
-        return theta, Y, X, est, valid, done, jnp.minimum(_next_check(c, cfg), cfg.K)
+        return theta, Y, X, est, valid, done, jnp.minimum(_next_check(c, cfg), sz.K)
 
     def keep(small):
         return (*small[6:], st.done, st.next_check)
@@ -253,22 +299,43 @@ def _check(st: _State, cfg: LanczosConfig, hermitian: bool, tol: jax.Array) -> _
         st.H, st.c, st.steps, st.restarts, st.locked, st.locked_res,
         st.theta, st.Y, st.X, st.est, st.valid,
     )
-    do = (st.c >= st.next_check) | (st.c >= cfg.K) | (st.steps >= _max_steps(cfg))
+    do = (st.c >= st.next_check) | (st.c >= sz.K) | (st.steps >= sz.max_steps)
     theta, Y, X, est, valid, done, nxt = jax.lax.cond(do, run, keep, small)
     return st._replace(theta=theta, Y=Y, X=X, est=est, valid=valid, done=done, next_check=nxt)
 
 
+def _combine(Bt: jax.Array, Y: jax.Array, nrows: jax.Array, chunk: int) -> jax.Array:
+    """``Bt[:nrows]^T Y[:nrows]`` (``(n, q)``) by row chunks of ``Bt``: cost follows ``nrows``.
+
+    Rows of ``Y`` past ``nrows`` must be zero (the last chunk reads a few of them).
+    """
+    p, n = Bt.shape
+    rows = -(-Y.shape[0] // chunk) * chunk
+    Yp = jnp.pad(Y, ((0, rows - Y.shape[0]), (0, 0)))
+
+    def add(j, acc):
+        blk = jax.lax.dynamic_slice(Bt, ix(j * chunk, 0), (chunk, n))
+        yj = jax.lax.dynamic_slice(Yp, ix(j * chunk, 0), (chunk, Y.shape[1]))
+        return acc + mm(blk.T, yj)
+
+    nchunks = (nrows + chunk - 1) // chunk
+    return jax.lax.fori_loop(0, nchunks, add, jnp.zeros((n, Y.shape[1]), Bt.dtype))
+
+
 @functools.partial(jax.jit, static_argnames=("cfg", "hermitian"))
-def lanczos_core(A, key, tol, *, cfg: LanczosConfig, hermitian: bool):
+def lanczos_core(A, key, tol, want, sel, *, cfg: LanczosConfig, hermitian: bool):
     """Run the restarted block Lanczos / Golub-Kahan iteration; returns raw Ritz data.
 
     Two nested loops: the inner one expands the basis block by block (with checks), the outer one
     restarts a full basis; the basis only flows through loop carries, never through a conditional
-    (no copies).
+    (no copies). ``want`` (dynamic, ``1 <= want <= cfg.d``) is the number of triplets the
+    convergence test waits for and ``sel`` (dynamic) picks the basis and restart sizes from
+    ``cfg.shapes``; ``cfg.d`` triplets are returned.
     """
     m, n = A.shape
     dt = A.dtype
     b, K = cfg.b, cfg.K
+    sz = _sizes(cfg, want, sel)
     # One Gaussian draw: the start block and the block that replaces dependent columns.
     R0 = gaussian(key, (max(m, n), 2 * b), dt)
     G = R0[:, b:]
@@ -282,7 +349,7 @@ def lanczos_core(A, key, tol, *, cfg: LanczosConfig, hermitian: bool):
         c=jnp.asarray(0, jnp.int32),
         steps=jnp.asarray(0, jnp.int32),
         restarts=jnp.asarray(0, jnp.int32),
-        next_check=jnp.asarray(cfg.first_check, jnp.int32),
+        next_check=jnp.minimum(-(-(sz.want + b) // b) * b, sz.K),
         done=jnp.asarray(False),
         locked=jnp.zeros((K,), bool),
         locked_res=jnp.zeros((K,), dt),
@@ -292,28 +359,31 @@ def lanczos_core(A, key, tol, *, cfg: LanczosConfig, hermitian: bool):
         est=jnp.full((K,), jnp.inf, dt),
         valid=jnp.zeros((K,), bool),
     )
-    tol = jnp.asarray(tol, dt)
-    max_steps = _max_steps(cfg)
+    # converge the residual estimates to a margin below tol: the certificate recomputes them with
+    # fresh products, which in float32 differ from the estimates by a few percent (measured: a
+    # triplet estimated at tol certified at 1.0003 tol on a 5000-node block model)
+    tol = jnp.asarray(TOL_MARGIN * tol, dt)
 
     def expand(st):
         def cond(st):
-            return (~st.done) & (st.c < K) & (st.steps < max_steps)
+            return (~st.done) & (st.c < sz.K) & (st.steps < sz.max_steps)
 
         def body(st):
-            return _check(_step(A, st, G, cfg, hermitian), cfg, hermitian, tol)
+            return _check(_step(A, st, G, cfg, hermitian), cfg, hermitian, tol, sz)
 
         return jax.lax.while_loop(cond, body, st)
 
     def cycle_cond(st):
-        return (~st.done) & (st.restarts < cfg.max_restarts) & (st.steps < max_steps)
+        return (~st.done) & (st.restarts < cfg.max_restarts) & (st.steps < sz.max_steps)
 
     st = expand(st)
     st = jax.lax.while_loop(
-        cycle_cond, lambda st: expand(_restart(st, cfg, hermitian, tol)), st
+        cycle_cond, lambda st: expand(_restart(st, cfg, hermitian, tol, sz)), st
     )
-    theta, Y, X, est = st.theta, st.Y, st.X, st.est
+    theta, est = st.theta, st.est
     d = cfg.d
-    Vd = mm(Y[:, :d].T, st.V[:K]).T
+    # the top d Ritz vectors V Y_d (and U X_d); Y's rows past the filled size are zero
+    Vd = _combine(st.V, st.Y[:, :d], st.c, cfg.chunk)
     if hermitian:
         s = jnp.abs(theta[:d])
         sign = jnp.where(theta[:d] < 0, -1.0, 1.0).astype(dt)
@@ -321,5 +391,5 @@ def lanczos_core(A, key, tol, *, cfg: LanczosConfig, hermitian: bool):
     else:
         s = theta[:d]
         sign = jnp.ones((d,), dt)
-        Ud = mm(X[:, :d].T, st.U[:K]).T
+        Ud = _combine(st.U, st.X[:, :d], st.c, cfg.chunk)
     return s, Ud, Vd, sign, est[:d], st.steps, st.restarts

@@ -1,18 +1,19 @@
 r"""Orthonormalisation of tall blocks by matrix products: the one routine every solver uses.
 
-:func:`orthonormalize` turns an ``(n, k)`` block ``X`` into ``Q`` with orthonormal columns, optionally
-orthogonal to an orthonormal ``basis`` ``B`` (block classical Gram-Schmidt), with
+:func:`orthonormalize` turns an ``(n, k)`` block ``X`` into ``Q`` with orthonormal columns,
+optionally orthogonal to an orthonormal ``basis`` ``B`` (block classical Gram-Schmidt), with
 
 .. math::  X = B C + Q R, \qquad Q^T Q = I, \qquad B^T Q = 0 .
 
 A pass projects out the basis (``C = B^T X``, ``X <- X - B C``) and runs a Cholesky QR on the
-column-scaled Gram matrix ``G = X^T X`` (``R = chol(G)``, ``Q = X R^{-1}``). The first pass shifts the
-Gram by ``10 (k + 1) eps`` so that it never breaks down (shifted CholeskyQR, Fukaya et al. 2020); the
-second pass is a plain CholeskyQR (CholeskyQR2 / BCGS2, orthogonality at the level of ``eps``). When
-the second Gram shows the first pass was not enough (``cond(X)`` beyond about ``eps^{-1/2}``, or heavy
-cancellation in the projection), a third pass runs (shifted CholeskyQR3), so ``cond(X)`` up to about
-``1 / eps`` is handled. Columns that are numerically dependent on the basis and the earlier columns
-are replaced by random directions when a ``key`` (or a ``fill`` block) is given.
+column-scaled Gram matrix ``G = X^T X`` (``R = chol(G)``, ``Q = X R^{-1}``). The first pass shifts
+the Gram by ``10 (k + 1) eps`` so that it never breaks down (shifted CholeskyQR, Fukaya et al.
+2020); the second pass is a plain CholeskyQR (CholeskyQR2 / BCGS2, orthogonality at the level of
+``eps``). When the second Gram shows the first pass was not enough (``cond(X)`` beyond about
+``eps^{-1/2}``, or heavy cancellation in the projection), a third pass runs (shifted CholeskyQR3),
+so ``cond(X)`` up to about ``1 / eps`` is handled. Columns that are numerically dependent on the
+basis and the earlier columns are replaced by random directions when a ``key`` (or a ``fill`` block)
+is given.
 
 Only products and reductions touch the tall block (no Householder QR), so XLA's partitioner keeps a
 row-sharded ``X`` sharded; the ``k x k`` problems are replicated.
@@ -20,6 +21,7 @@ row-sharded ``X`` sharded; the ``k x k`` problems are replicated.
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import jax
@@ -58,9 +60,12 @@ class _Basis(NamedTuple):
 
     Row-major ``(p, n)`` storage makes both products fast ``NN``-type GEMMs on CPU (``Bt @ x`` and
     ``(C^T @ Bt)^T``; contracting the long axis of an ``(n, p)`` array ran 3-5x slower). With
-    ``ncols`` given, only the first ``ncols`` rows are used: the products run over chunks of
-    ``chunk`` rows inside a loop, so their cost follows the used size without recompiling for each
-    size (rows past ``ncols`` are ignored).
+    ``ncols`` given, only the first ``ncols`` rows are used: the products take the leading rows up
+    to the next of at most four static row counts (multiples of ``chunk``, picked by
+    ``lax.switch``), so their cost follows the used size without recompiling for each size (rows
+    past ``ncols`` are masked). Static leading slices feed the products directly; the earlier loop
+    over ``dynamic_slice`` chunks copied every chunk first and ran 2-3x slower on a 100k-row
+    basis (measured, 2-core CPU: 8 columns against 144 of 256 rows, 60 ms against 21 ms).
     """
 
     Bt: jax.Array
@@ -76,25 +81,29 @@ def _project(x: jax.Array, basis: _Basis | None):
     if basis.ncols is None:
         c = _mm(Bt, x)
         return x - _mm(c.T, Bt).T, c
-    p, n = Bt.shape
-    g = basis.chunk
-    k = x.shape[1]
-    nchunks = (basis.ncols + g - 1) // g
-    rows = jnp.arange(p)
+    p = Bt.shape[0]
+    sizes = _row_sizes(p, basis.chunk)
 
-    def gram(j, c):
-        blk = jax.lax.dynamic_slice(Bt, (j * g, 0), (g, n))
-        return jax.lax.dynamic_update_slice(c, _mm(blk, x), (j * g, 0))
+    def leading(s: int):
+        def f(Bt, x, ncols):
+            B = Bt[:s]
+            c = jnp.where((jnp.arange(s) < ncols)[:, None], _mm(B, x), 0.0)
+            y = (x.T - _mm(c.T, B)).T
+            return y, jnp.pad(c, ((0, p - s), (0, 0)))
 
-    c = jax.lax.fori_loop(0, nchunks, gram, jnp.zeros((p, k), x.dtype))
-    c = jnp.where((rows < basis.ncols)[:, None], c, 0.0)
+        return f
 
-    def sub(j, y):
-        blk = jax.lax.dynamic_slice(Bt, (j * g, 0), (g, n))
-        cj = jax.lax.dynamic_slice(c, (j * g, 0), (g, k))
-        return y - _mm(cj.T, blk).T
+    if len(sizes) == 1:
+        return leading(p)(Bt, x, basis.ncols)
+    idx = jnp.searchsorted(jnp.asarray(sizes, jnp.int32), basis.ncols, side="left")
+    return jax.lax.switch(idx, [leading(s) for s in sizes], Bt, x, basis.ncols)
 
-    return jax.lax.fori_loop(0, nchunks, sub, x), c
+
+def _row_sizes(p: int, chunk: int, branches: int = 4) -> tuple[int, ...]:
+    """At most ``branches`` static row counts (multiples of ``chunk``, the last ``p``) to slice."""
+    per = math.ceil(p / branches)
+    g = max(chunk, math.ceil(per / chunk) * chunk)
+    return (*range(g, p, g), p)
 
 
 def _cholqr(x: jax.Array, *, shift: float = 0.0, guard: bool = False):
@@ -183,7 +192,6 @@ def _orthonormalize(
 ) -> Orthonormalized:
     """Traceable core of :func:`orthonormalize` (dynamic basis size, optional fill block)."""
     k = x.shape[1]
-    x_norm = jnp.sqrt(jnp.sum(x * x, axis=0))
 
     def run(y):
         q, r, c, x1 = _passes(y, basis, reorth)

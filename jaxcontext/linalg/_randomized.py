@@ -3,8 +3,8 @@ r"""Randomized SVD (Halko, Martinsson & Tropp 2011) with power iterations and a 
 General operators: ``Q = orth(A Omega)``, then repeat ``A^T Q = P R`` (orthonormalised),
 ``R = X S Y^T`` (small SVD), ``G = A P``, ``Q <- orth(G)``. Each round gives triplets
 ``u = Q Y``, ``v = P X`` with ``A^T u = s v`` exactly, and ``A v - s u = G X - Q Y S`` costs no
-extra product, so the loop stops as soon as every wanted triplet meets ``tol``. The symmetric path is
-subspace iteration with Rayleigh-Ritz, ``G = A Q``, ``H = Q^T G``, ``Q <- orth(G)``.
+extra product, so the loop stops as soon as every wanted triplet meets ``tol``. The symmetric path
+is subspace iteration with Rayleigh-Ritz, ``G = A Q``, ``H = Q^T G``, ``Q <- orth(G)``.
 """
 
 from __future__ import annotations

@@ -32,18 +32,20 @@ class SolverInfo(NamedTuple):
     """What a solver did (a pytree of Python scalars, strings and one bool array).
 
     Attributes:
-        method: the method that ran: ``"dense"``, ``"randomized"``, ``"krylov"`` or ``"lanczos"``.
+        method: the method that ran: ``"dense"``, ``"randomized"``, ``"krylov"``, ``"lanczos"``
+            or ``"chebyshev"``.
         reason: why this method and these settings were used (the ``"auto"`` choice, clamps).
         iterations: dense: 1; randomized: power iterations; krylov: Krylov depth (blocks after the
             first); lanczos: expansion steps (block products), see ``restarts``.
         matvecs: operator products counted in columns (one ``A @ x`` or ``A^T @ y`` column each),
-            the final certificate products included.
+            the symmetry and spectrum probes and the final certificate products included.
         restarts: thick restarts (lanczos), else 0.
         converged: ``(d,)`` bool, ``residuals <= tol`` for each triplet (from the final products).
         tol: the tolerance that was used (relative to ``s[0]``).
         block_size: columns per block product.
         basis_size: largest number of basis columns held (per side).
-        hermitian: whether the symmetric path ran (``U = V`` up to signs).
+        hermitian: whether the symmetric path ran (``U = V`` up to signs), declared by the caller
+            or found by the symmetry probe (``reason`` says which).
     """
 
     method: str
@@ -105,8 +107,9 @@ def residuals(A: Any, s: Any, U: Any, V: Any) -> jax.Array:
                \quad s_1 = \max_i s_i
 
     (absolute when ``s_1 = 0``). Uses ``2 d`` fresh operator products. A triplet with
-    ``r_i <= tol`` is an exact triplet of a matrix within ``tol * s_1`` of ``A``; for a singular value
-    separated from the rest of the spectrum by ``gap`` its error is at most about ``r_i^2 s_1 / gap``.
+    ``r_i <= tol`` is an exact triplet of a matrix within ``tol * s_1`` of ``A``; for a singular
+    value separated from the rest of the spectrum by ``gap`` its error is at most about
+    ``r_i^2 s_1 / gap``.
 
     Args:
         A: anything :func:`jaxcontext.operators.as_operator` accepts.
@@ -133,7 +136,8 @@ def residuals(A: Any, s: Any, U: Any, V: Any) -> jax.Array:
     m, n = A.shape
     if s.ndim != 1 or U.shape != (m, s.shape[0]) or V.shape != (n, s.shape[0]):
         raise ValueError(
-            f"residuals: expected s (d,), U ({m}, d), V ({n}, d) for an operator of shape {A.shape}; "
+            f"residuals: expected s (d,), U ({m}, d), V ({n}, d) for an operator of shape "
+            f"{A.shape}; "
             f"got s {tuple(s.shape)}, U {tuple(U.shape)}, V {tuple(V.shape)}"
         )
     r1, r2 = residual_parts(A, s, U, V)

@@ -5,16 +5,19 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import jax
 import numpy as np
 
 from ..operators import LinearOperator, as_operator
 from ._chebyshev import chebyshev_solve
+from ._chebyshev import plan as chebyshev_plan
 from ._common import ON_FAIL, as_key, blas_single_thread, default_tol, finish
 from ._dense import dense_solve
 from ._krylov import krylov_core
 from ._lanczos import LanczosConfig, lanczos_core
 from ._randomized import randomized_core
 from ._spectrum import Spectrum
+from ._symmetry import SYMMETRIC_EPS, symmetry_probe
 
 METHODS = ("auto", "dense", "randomized", "krylov", "lanczos", "chebyshev")
 # auto: dense up to this size. Measured (2-core CPU, float32): RBF kernel 2000 x 2000, d = 16: numpy
@@ -28,6 +31,10 @@ DENSE_MAX_ENTRIES = 2**26
 # which needs 3-8x fewer products. Measured on a 2-core CPU: 100k-node SBM (50 nnz per row)
 # chebyshev 3.1 s, lanczos 7.7 s; materialised RBF kernel 20k x 20k lanczos 1.6 s, chebyshev 12.6 s.
 CHEAP_FLOPS_PER_ROW = 1000
+
+# hermitian=None: probe square operators for symmetry and take the symmetric path when they are
+# symmetric to rounding (see _detect_symmetry).
+AUTO_SYMMETRY = True
 
 
 def _children(op: Any) -> tuple | None:
@@ -64,6 +71,34 @@ def _flops_per_column(op: Any) -> float:
     return 2.0 * m * n  # dense or unknown
 
 
+# lanczos: default block and basis. Re-orthogonalising a block against the basis costs about 4 c
+# flops per row and column (c: the filled size), so with cheap products (sparse graph and kNN
+# operators, ~50-100 flops per row) a large basis makes the solve bound by that dense work, and a
+# narrow block gives more Krylov depth per product. Cheap products: block 8 (d <= 64, d / 8 up to
+# 32 above), basis max(3 d, d + 16 block); costly ones (dense, kernels): block 16 (d / 4 up to 64),
+# basis max(10 d, d + 8 block), fewest products. Measured (2-core CPU, float32, d = 64, tol 1e-4,
+# loaded machine, min of 3 in one run): block model with d cutting the bulk (50 blocks), 20k nodes:
+# block 16 basis 640 2.81 s, 320 1.94 s, 192 2.47 s; block 8 basis 192 1.65 s (1092 product
+# columns); 100k nodes: block 16 basis 192 33.6 s, 320 20.9 s, 640 20.9 s; block 8 basis 192 17.4 s.
+# kNN 20k (Golub-Kahan): 1.6-2.4 s for all six; block model with a gap (100 blocks) 20k: 1.25-1.8 s.
+# At d = 16-24 (10k / 5k nodes) all settings within 15%.
+# GAPLESS_BLOCK: where auto leaves Chebyshev because d cuts a stretch of spectrum with no gap, block
+# 4 beat block 8 by products (same run, 100k-node block model, d = 64, basis 192, load average 9 on
+# 2 cores): 944 product columns in 17.0 s against 1684 in 23.8 s (block 2, basis 160-192: 870-876
+# columns, 27-33 s, too many sequential steps; basis 128 or 256 worse); ARPACK eigsh used 743 single
+# products, svds 1552. kNN 50k d = 64 (Golub-Kahan): block 4 1076 columns in 9.2 s, block 8 1220 in
+# 11.2 s. Not the general default: a block finds eigenvalue multiplicities up to its size reliably,
+# and block 4 missed 3 of the 7 copies of 0.8 on the 7-bit hypercube (tests/test_linalg.py), which
+# block 8 finds; with no gap at the cut (the probe's finding) there is no such cluster to hold.
+GAPLESS_BLOCK = 4
+BASIS_PER_D = 10
+BASIS_PER_D_CHEAP = 3
+# With cheap products the second projection of each new block (BCGS2) is skipped when no column
+# lost more than 1 - 1/sqrt(2) of its norm in the first (the "twice is enough" test of Daniel,
+# Gragg, Kaufman & Stewart; orthogonality stays at the level of eps): on the 100k-node block model
+# above, 9.8 s against 11.2 s (same products and accuracy, same run, loaded machine).
+REORTH_CHEAP = 2.0**-0.5
+
 # lanczos: default block for operators that recompute a kernel in every product (matrix-free
 # KernelOperator, alone or composed). Such a pass costs about (dim + 10) column products before its
 # first column, so wide blocks amortise it. Measured (2-core CPU, float32, normalised RBF kernel on
@@ -96,40 +131,49 @@ def _round_up(x: float, b: int) -> int:
     return int(math.ceil(x / b) * b)
 
 
-def _lanczos_config(
-    m: int,
-    n: int,
-    d: int,
-    dtype: Any,
-    tol: float,
-    *,
-    hermitian: bool,
-    block_size: int | None,
-    basis_size: int | None,
-    maxiter: int | None,
-    max_basis_bytes: int,
-    kernel_pass: bool = False,
-) -> tuple[LanczosConfig, list[str]]:
+# One compiled block Lanczos serves a bucket of wanted counts d: (8, 64], then (2^j, 2^(j+1)]. The
+# block size is the bucket's and the array shapes are those of the bucket's largest d; the basis
+# size and the number of vectors kept at a restart follow d rounded up to a grain (8 in (8, 64],
+# an eighth of the bucket above), chosen inside the compiled solver from a few static pairs, and d
+# itself is a dynamic argument used by the convergence test. A sweep over d then compiles once per
+# bucket: a block Lanczos compile costs 2.5-5 s on a 2-core CPU, against 30-90 ms for the solve of a
+# 3000 x 3000 kernel (measured, benchmarks/solvers/README.md). d <= 8 is solved as given.
+BUCKET_MIN = 8
+
+
+def lanczos_bucket(d: int) -> tuple[int, int]:
+    """``(top, grain)`` of the bucket of ``d`` (``(d, 1)`` for ``d <= 8``: no bucketing)."""
+    if d <= BUCKET_MIN:
+        return d, 1
+    top = 64
+    while top < d:
+        top *= 2
+    return top, (8 if top == 64 else top // 8)
+
+
+def _default_block(d: int, kernel_pass: bool, cheap: bool = False) -> int:
+    if kernel_pass:
+        return min(KERNEL_BLOCK_MAX, max(16, d))
+    if cheap:
+        return max(min(d, 8), min(d // 8, 32))
+    return max(min(d, 16), min(d // 4, 64))
+
+
+def _basis_sizes(
+    m: int, n: int, d: int, b: int, dtype: Any, *, hermitian: bool, basis_size: int | None,
+    max_basis_bytes: int, cheap: bool = False,
+) -> tuple[int, int, list[str]]:
+    """Basis size ``K`` and kept-at-restart ``k`` (multiples of ``b``) for ``d`` wanted triplets."""
     notes: list[str] = []
     N = min(m, n)
-    if block_size is not None:
-        b = block_size
-    elif kernel_pass:
-        b = min(KERNEL_BLOCK_MAX, max(16, d))
-        notes.append(
-            f"block {b}: every product recomputes a matrix-free kernel, so wide blocks amortise it"
-        )
-    else:
-        b = max(min(d, 16), min(d // 4, 64))
-    if d + 2 * b > N:
-        b_new = max(1, (N - d) // 2)
-        notes.append(f"block size clamped from {b} to {b_new} (need d + 2 * block <= min(m, n) = {N})")
-        b = b_new
     item = np.dtype(dtype).itemsize
     per_col = item * (n + (0 if hermitian else m))
     k_mem = max(1, max_basis_bytes // per_col)
     if basis_size is None:
-        K = _round_up(max(10 * d, d + 8 * b), b)
+        if cheap:
+            K = _round_up(max(BASIS_PER_D_CHEAP * d, d + 16 * b), b)
+        else:
+            K = _round_up(max(BASIS_PER_D * d, d + 8 * b), b)
         if K > k_mem:
             K = max((k_mem // b) * b, _round_up(d + 2 * b, b))
             notes.append(f"basis size {K} from max_basis_bytes={max_basis_bytes}")
@@ -141,25 +185,145 @@ def _lanczos_config(
         notes.append(f"basis size clamped to {K} (min(m, n) = {N})")
     if K < d + b:
         raise ValueError(
-            f"basis_size: need at least d + block_size = {d + b} columns, got {K}; raise basis_size "
-            "or max_basis_bytes, or use method='dense'"
+            f"basis_size: need at least d + block_size = {d + b} columns, got {K}; raise "
+            "basis_size or max_basis_bytes, or use method='dense'"
         )
     k = min(max(_round_up(d, b), ((K // 2) // b) * b), K - b)
-    g = b * max(1, math.ceil(K / (6 * b)))
-    chunk = b * max(1, 128 // b)
+    return K, k, notes
+
+
+def _lanczos_config(
+    m: int,
+    n: int,
+    d: int,
+    dtype: Any,
+    *,
+    hermitian: bool,
+    block_size: int | None,
+    basis_size: int | None,
+    maxiter: int | None,
+    max_basis_bytes: int,
+    kernel_pass: bool = False,
+    cheap: bool = False,
+) -> tuple[LanczosConfig, int, list[str]]:
+    """Static settings of the bucket of ``d`` and the index of ``d``'s sizes in them."""
+    N = min(m, n)
+    kw = dict(
+        hermitian=hermitian, basis_size=basis_size, max_basis_bytes=max_basis_bytes, cheap=cheap
+    )
+    top, grain = lanczos_bucket(d)
+    b = block_size if block_size is not None else _default_block(top, kernel_pass, cheap)
+    grid: list[int] = []
+    if grain > 1 and top + 2 * b <= N:
+        lo = top // 2 if top > 64 else BUCKET_MIN
+        grid = list(range(_round_up(lo + 1, grain), top + 1, grain))
+        try:
+            sizes = [_basis_sizes(m, n, x, b, dtype, **kw) for x in grid]
+        except ValueError:
+            grid = []
+    notes: list[str] = []
+    if not grid:  # no bucket: the settings of d itself (as small problems always had)
+        top, grain = d, 1
+        b = block_size if block_size is not None else _default_block(d, kernel_pass, cheap)
+        if d + 2 * b > N:
+            b_new = max(1, (N - d) // 2)
+            notes.append(
+                f"block size clamped from {b} to {b_new} (need d + 2 * block <= min(m, n) = {N})"
+            )
+            b = b_new
+        grid = [d]
+        sizes = [_basis_sizes(m, n, d, b, dtype, **kw)]
+    if kernel_pass and block_size is None:
+        notes.append(
+            f"block {b}: every product recomputes a matrix-free kernel, so wide blocks amortise it"
+        )
+    mine = sizes[min(i for i, x in enumerate(grid) if x >= d)]
+    notes += mine[2]
+    shapes = tuple(sorted({(K, k) for K, k, _ in sizes}))
+    K = max(K for K, _ in shapes)
+    if grain > 1:
+        notes.append(
+            f"compiled for d <= {top} (basis {mine[0]}, {mine[1]} kept at a restart; "
+            f"{len(shapes)} size pair(s) in one compiled solver)"
+        )
     cfg = LanczosConfig(
-        d=d,
+        d=top,
         b=b,
         K=K,
-        k=k,
-        g=g,
-        chunk=chunk,
+        g=b * max(1, math.ceil(K / (6 * b))),
+        chunk=b * max(1, 64 // b),
         max_restarts=50 if maxiter is None else maxiter,
-        first_check=min(_round_up(d + b, b), K),
         growth=0.1,
-        reorth=None,
+        reorth=REORTH_CHEAP if cheap else None,
+        shapes=shapes,
     )
-    return cfg, notes
+    return cfg, shapes.index((mine[0], mine[1])), notes
+
+
+SOLVER_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _dtype_of(A: Any) -> np.dtype | None:
+    dt = getattr(A, "dtype", None)
+    if dt is None:
+        return None
+    try:
+        return np.dtype(dt)
+    except TypeError:
+        return None
+
+
+def _refuse_dtype(dt: np.dtype) -> None:
+    """TypeError naming ``A`` for dtypes the solvers cannot work in (before any tracing)."""
+    if dt in SOLVER_DTYPES or dt.kind in "biu":
+        return
+    if dt.kind == "c":
+        raise TypeError(
+            f"A: complex operators are not supported by svds (got dtype {dt}); the solvers are "
+            "real. For a Hermitian complex H = B + iC, the real symmetric [[B, -C], [C, B]] has "
+            "each eigenvalue of H twice"
+        )
+    if dt.kind == "f" and dt.itemsize > 8:
+        raise TypeError(
+            f"A: dtype {dt} is not supported by svds (JAX has no such type); cast to float64"
+        )
+    if dt.kind == "f" or "bfloat16" in dt.name:
+        eps = float(np.finfo(dt).eps) if dt.kind == "f" else 2.0**-7
+        raise TypeError(
+            f"A: dtype {dt} is not supported by svds: its rounding unit ({eps:.1e}) is far above "
+            "what orthogonalisation and residual certificates need; cast to float32 "
+            "(A.astype(np.float32)) or float64"
+        )
+    raise TypeError(f"A: expected a real floating or integer operator, got dtype {dt}")
+
+
+def _as_solver_operator(A: Any) -> LinearOperator:
+    """``A`` as an operator of dtype float32 or float64, or a TypeError naming ``A``.
+
+    Integer and boolean input is promoted to JAX's default float dtype (float32, or float64 with
+    ``jax_enable_x64`` on); float16, bfloat16, complex and other dtypes are refused.
+    """
+    dt = _dtype_of(A)
+    if dt is not None:
+        _refuse_dtype(dt)
+    if isinstance(A, LinearOperator):
+        op = A
+    else:
+        kw = {}
+        if dt is not None and dt.kind in "biu":
+            kw["dtype"] = np.dtype(jax.dtypes.canonicalize_dtype(float))
+        try:
+            op = as_operator(A, **kw)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"svds: A is not a usable operator: {e}") from e
+    odt = np.dtype(op.dtype)
+    _refuse_dtype(odt)
+    if odt not in SOLVER_DTYPES:  # an integer-valued operator object
+        raise TypeError(
+            f"A: the operator's dtype is {odt}; svds needs float32 or float64 (build the operator "
+            "from floating data)"
+        )
+    return op
 
 
 def svds(
@@ -170,7 +334,7 @@ def svds(
     method: str = "auto",
     tol: float | None = None,
     maxiter: int | None = None,
-    hermitian: bool = False,
+    hermitian: bool | None = None,
     block_size: int | None = None,
     basis_size: int | None = None,
     oversampling: int = 10,
@@ -179,12 +343,13 @@ def svds(
     max_basis_bytes: int = 2**30,
     bound: float | None = None,
 ) -> Spectrum:
-    r"""Top-``d`` singular triplets ``A ~ U diag(s) V^T`` of an operator, with a residual certificate.
+    r"""Top-``d`` singular triplets ``A ~ U diag(s) V^T`` of an operator, certified by residuals.
 
     Every method ends with fresh products that certify each triplet:
     ``residuals[i] = max(|A v_i - s_i u_i|, |A^T u_i - s_i v_i|) / s_1`` (see :func:`residuals`);
     a triplet has converged when ``residuals[i] <= tol``. Singular values whose residual is ``r``
-    are within ``r s_1`` of a true one, and within about ``r^2 s_1 / gap`` when separated by ``gap``.
+    are within ``r s_1`` of a true one, and within about ``r^2 s_1 / gap`` when separated by
+    ``gap``.
 
     Methods:
         * ``"dense"``: materialise (``A.to_dense()``) and call a full SVD (or ``eigh`` with
@@ -194,62 +359,89 @@ def svds(
           ``maxiter`` rounds (default 10). Cheap for fast-decaying spectra.
         * ``"krylov"``: randomized block Krylov of fixed depth ``maxiter`` (default 6) with block
           ``d + oversampling``, Rayleigh-Ritz on the whole Krylov space. One shot.
-        * ``"lanczos"``: block Lanczos (``hermitian=True``) or block Golub-Kahan bidiagonalisation
+        * ``"lanczos"``: block Lanczos (symmetric path) or block Golub-Kahan bidiagonalisation
           with full re-orthogonalisation, residual estimates from the Lanczos relation, thick
           restarts and locking; iterates until every triplet meets ``tol`` or ``maxiter`` restarts
-          (default 50). For tight tolerances, slowly decaying and clustered spectra.
+          (default 50). For tight tolerances, slowly decaying and clustered spectra, and cuts
+          with no gap. One compiled solver serves a bucket of ``d`` (``(8, 64]``, then
+          ``(2^j, 2^(j+1)]``): a sweep over ``d`` compiles once per bucket.
         * ``"chebyshev"``: Chebyshev-filtered subspace iteration (Zhou & Saad 2007) on ``A``
-          (``hermitian=True``) or on the Gram operator ``A^T A`` / ``A A^T``: a short block Lanczos
-          probe estimates the spectrum (eigenvalue counts from Gauss quadrature), which sets the block
-          (all eigenvalues within 10% of the ``d``-th, so a cluster cut by ``d`` is taken whole) and
-          the damping interval; then passes of a polynomial filter of adaptive degree, Householder QR
-          and Rayleigh-Ritz until every residual meets ``tol`` or ``maxiter`` passes (default 30).
-          Products dominate its cost (no large basis to re-orthogonalise): the fastest here on
-          sparse graph and kNN operators. ``bound`` overrides the damping bound.
+          (symmetric path) or on the Gram operator ``A^T A`` / ``A A^T``: a short block Lanczos
+          probe estimates the spectrum (eigenvalue counts from Gauss quadrature), which sets the
+          block (all eigenvalues within 10% of the ``d``-th, so a cluster cut by ``d`` is taken
+          whole, capped at ``max(4 (d + max(8, d / 4)), 256)`` columns and ``max_basis_bytes``)
+          and the damping interval; then passes of a polynomial filter of adaptive degree,
+          Householder QR and Rayleigh-Ritz until every residual meets ``tol`` or ``maxiter``
+          passes (default 30). Products dominate its cost (no large basis to re-orthogonalise):
+          the fastest here on sparse graph and kNN operators with a gap near the cut. ``bound``
+          overrides the damping bound.
         * ``"auto"``: ``"dense"`` when ``min(m, n) <= 500`` or ``d > min(m, n) / 4`` (and the dense
-          matrix has at most ``2**26`` entries); else ``"chebyshev"`` when a product is cheap (at
-          most ~1000 flops per row and column: sparse graph and kNN operators) and ``"lanczos"``
-          otherwise (dense, matrix-free kernels), which needs several times fewer products.
-          ``info.reason`` says which and why. On a CPU the dense path calls numpy's LAPACK (XLA's
-          CPU SVD is several times slower).
+          matrix has at most ``2**26`` entries); else, when a product is cheap (at most ~1000
+          flops per row and column: sparse graph and kNN operators), the Chebyshev probe, and
+          ``"chebyshev"`` unless ``d`` cuts a stretch of spectrum with no gap (singular values
+          within 10% of the ``d``-th would need more than the block cap), where ``"lanczos"``
+          needs far fewer products; ``"lanczos"`` when products are costly (dense, matrix-free
+          kernels). ``info.reason`` says which and why. On a CPU the dense path calls numpy's
+          LAPACK (XLA's CPU SVD is several times slower).
 
-    ``hermitian=True`` declares ``A`` symmetric (graph contexts ``D^{-1/2} W D^{-1/2}``, symmetric
-    kernels): the solvers work with ``A`` itself (eigenvalues ``lambda``), which converges much faster
-    than ``A^T A``; singular values are ``|lambda|`` sorted descending, ``V`` holds the eigenvectors and
-    ``U = V sign(lambda)``. Symmetry is not checked.
+    The symmetric path (``hermitian``, or found by the probe) works with ``A`` itself
+    (eigenvalues ``lambda``), which converges much faster than ``A^T A``; singular values are
+    ``|lambda|`` sorted descending, ``V`` holds the eigenvectors and ``U = V sign(lambda)``.
+    Symmetry is tested by a randomised probe with one product of four Gaussian columns
+    (:mod:`jaxcontext.linalg._symmetry`): ``rho = |X^T A Y - (A X)^T Y| / (|X| |A Y| + |A X| |Y|)``
+    is a few ``eps`` at most for symmetric operators. With ``hermitian=True`` the probe rides in
+    the certificate's product and a ValueError is raised when ``rho > 1000 eps``. With
+    ``hermitian=None`` (default) a square operator is probed before the solve and takes the
+    symmetric path when ``rho <= eps`` (and ``2 sqrt(n) rho <= tol / 4``); its certificate then
+    uses both products.
+
+    Dtypes: float32 and float64 operators are solved and returned in their own dtype (float64
+    needs ``jax_enable_x64``; without it JAX holds float64 data as float32); tolerances follow the
+    dtype. Integer and boolean input is promoted to JAX's default float dtype (float32, or float64
+    with x64 on). float16, bfloat16, complex and other dtypes are refused with a TypeError before
+    anything is traced.
 
     Args:
         A: anything :func:`jaxcontext.operators.as_operator` accepts, shape ``(m, n)``.
         d: number of triplets, ``1 <= d <= min(m, n)``.
-        key: PRNG key (``jax.random.key``, ``jax.random.PRNGKey``) or int seed; default 0, so results
-            are deterministic.
+        key: PRNG key (``jax.random.key``, ``jax.random.PRNGKey``) or int seed; default 0, so
+            results are deterministic.
         method: one of ``"auto"``, ``"dense"``, ``"randomized"``, ``"krylov"``, ``"lanczos"``,
             ``"chebyshev"``.
         tol: residual tolerance relative to ``s_1``; default ``sqrt(eps)`` of the operator's dtype
             (3.4e-4 for float32, 1.5e-8 for float64).
         maxiter: iteration budget (meaning per method, above).
-        hermitian: ``A`` is symmetric; use the symmetric path.
-        block_size: columns per block product (lanczos: default ``min(d, 16)``, more for large d,
-            and ``min(max(d, 16), 64)`` when products recompute a matrix-free kernel;
-            chebyshev: the filtered block, raised to d if smaller; default from the probe).
-        basis_size: lanczos basis columns before a restart (default ``10 d``, capped by
-            ``max_basis_bytes``).
+        hermitian: ``True``: ``A`` is symmetric (checked, see above); ``False``: the general path;
+            ``None`` (default): probe a square ``A`` and use the symmetric path when it is
+            symmetric to rounding.
+        block_size: columns per block product. lanczos: by default, for ``d`` in the bucket
+            ``(8, 64]`` 16 (8 with cheap products, see ``"auto"``, 4 where auto finds no gap at
+            the cut); below it ``d``; above it a quarter (an eighth with cheap products) of the
+            bucket's top, at most 64 (32); and
+            ``min(max(top, 16), 64)`` when products recompute a matrix-free kernel. chebyshev:
+            the filtered block, raised to d if smaller; default from the probe.
+        basis_size: lanczos basis columns before a restart (default ``max(10 d, d + 8 block)``,
+            ``max(3 d, d + 16 block)`` with cheap products, ``d`` rounded up to the bucket's grain;
+            capped by ``max_basis_bytes``).
         oversampling: extra columns for randomized and krylov (block ``d + oversampling``, clamped
             to ``min(m, n)``).
         on_fail: ``"warn"`` (:class:`NotConvergedWarning`), ``"raise"`` (:class:`NotConvergedError`)
             or ``"ignore"`` when some triplet misses ``tol``; ``info.converged`` always says which.
         dense_float64: dense method in float64 on the host.
-        max_basis_bytes: memory budget of the lanczos basis.
+        max_basis_bytes: memory budget of the lanczos basis and of the chebyshev block.
         bound: chebyshev only: the damping bound ``a`` (eigenvalue magnitude, or squared singular
-            value for the Gram operator, below which the spectrum is damped); default from the probe.
+            value for the Gram operator, below which the spectrum is damped); default from the
+            probe.
 
     Returns:
-        :class:`Spectrum` ``(s, U, V, residuals, info)``.
+        :class:`Spectrum` ``(s, U, V, residuals, info)``; ``info.matvecs`` counts every product
+        column, probes included.
 
     Raises:
-        ValueError: bad ``d``, method, tolerance, shapes, an empty operator, or NaN/Inf produced
-            by the operator.
-        TypeError: a key or integer argument of the wrong type.
+        ValueError: bad ``d``, method, tolerance, shapes, an empty operator, NaN/Inf produced
+            by the operator, or ``hermitian=True`` for an operator that is not symmetric.
+        TypeError: a key, integer or ``hermitian`` argument of the wrong type, or an operator
+            dtype svds cannot work in (float16, bfloat16, complex, ...).
         NotConvergedError: with ``on_fail="raise"``.
 
     Example:
@@ -262,28 +454,24 @@ def svds(
         >>> bool(sp.info.converged.all())
         True
     """
-    if isinstance(A, LinearOperator):
-        op = A
-    else:
-        try:
-            op = as_operator(A)
-        except (TypeError, ValueError) as e:
-            raise type(e)(f"svds: A is not a usable operator: {e}") from e
+    op = _as_solver_operator(A)
     shape = tuple(int(x) for x in op.shape)
     m, n = shape
     if m == 0 or n == 0:
         raise ValueError(f"svds: empty operator of shape {shape}; need m, n >= 1")
     dtype = np.dtype(op.dtype)
-    if not np.issubdtype(dtype, np.floating):
-        raise TypeError(f"svds: operator dtype must be real floating, got {dtype}")
     N = min(m, n)
     d = _check_int(d, "d")
     if d > N:
-        raise ValueError(f"d: must be at most min(m, n) = {N} for an operator of shape {shape}, got {d}")
+        raise ValueError(
+            f"d: must be at most min(m, n) = {N} for an operator of shape {shape}, got {d}"
+        )
     if method not in METHODS:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
     if on_fail not in ON_FAIL:
         raise ValueError(f"on_fail: expected one of {ON_FAIL}, got {on_fail!r}")
+    if hermitian is not None and not isinstance(hermitian, (bool, np.bool_)):
+        raise TypeError(f"hermitian: expected True, False or None, got {hermitian!r}")
     if hermitian and m != n:
         raise ValueError(f"hermitian=True needs a square operator, got shape {shape}")
     if tol is None:
@@ -303,23 +491,54 @@ def svds(
         basis_size = _check_int(basis_size, "basis_size", high=N)
     oversampling = _check_int(oversampling, "oversampling", low=0)
     max_basis_bytes = _check_int(max_basis_bytes, "max_basis_bytes")
+    if bound is not None and not (
+        isinstance(bound, (int, float, np.floating, np.integer))
+        and np.isfinite(bound) and bound > 0
+    ):
+        raise ValueError(f"bound: expected a positive finite float, got {bound!r}")
     rkey = as_key(key)
     with blas_single_thread():
+        declared = hermitian is not None
+        pre = ""
+        probe_mv = 0
+        if hermitian is None:
+            hermitian, pre, probe_mv = _detect_symmetry(op, rkey, tol)
         return _solve(
-            op, d, rkey, method=method, tol=tol, maxiter=maxiter, hermitian=hermitian,
+            op, d, rkey, method=method, tol=tol, maxiter=maxiter, hermitian=bool(hermitian),
+            declared=declared, pre=pre, probe_mv=probe_mv,
             block_size=block_size, basis_size=basis_size, oversampling=oversampling,
             on_fail=on_fail, dense_float64=dense_float64, max_basis_bytes=max_basis_bytes,
             bound=bound,
         )
 
 
+def _detect_symmetry(op, rkey, tol: float) -> tuple[bool, str, int]:
+    """``hermitian=None``: the symmetric path when the probe finds ``A`` symmetric to rounding.
+
+    Square operators only. Symmetric means ``rho <= eps`` (symmetric operators measured 0.03-0.25
+    eps; :mod:`._symmetry`) and an asymmetry too small to matter at ``tol``: ``rho`` estimates
+    ``|A - A^T|_F / |A|_F`` as about ``2 sqrt(n) rho``, kept below ``tol / 4``.
+    """
+    m, n = op.shape
+    if m != n or not AUTO_SYMMETRY:
+        return False, "", 0
+    pr = symmetry_probe(op, jax.random.fold_in(rkey, 0x5E7))
+    ok = pr.in_eps <= SYMMETRIC_EPS and 2.0 * math.sqrt(n) * pr.rho <= tol / 4
+    what = "symmetric path" if ok else "general path"
+    return ok, (
+        f"hermitian not given: symmetry probe rho = {pr.in_eps:.2g} eps "
+        f"({pr.matvecs} product columns): {what}"
+    ), pr.matvecs
+
+
 def _solve(
-    op, d, rkey, *, method, tol, maxiter, hermitian, block_size, basis_size, oversampling,
-    on_fail, dense_float64, max_basis_bytes, bound,
+    op, d, rkey, *, method, tol, maxiter, hermitian, declared, pre, probe_mv, block_size,
+    basis_size, oversampling, on_fail, dense_float64, max_basis_bytes, bound,
 ) -> Spectrum:
     m, n = op.shape
     N = min(m, n)
     dtype = np.dtype(op.dtype)
+    auto = method == "auto"
     reason = f"method={method!r} requested"
     if method == "auto":
         fits = m * n <= DENSE_MAX_ENTRIES
@@ -344,7 +563,13 @@ def _solve(
                 )
             if not fits and (N <= DENSE_MAX_DIM or 4 * d > N):
                 reason += f" (dense form would exceed {DENSE_MAX_ENTRIES} entries)"
-    common = dict(tol=tol, on_fail=on_fail, hermitian=hermitian)
+    if pre:
+        reason = pre + "; " + reason
+    common = dict(
+        tol=tol, on_fail=on_fail, hermitian=hermitian, declared=declared,
+        key=jax.random.fold_in(rkey, 0xCE27),
+    )
+    extra_mv = probe_mv  # product columns spent before the solver (probes), counted in matvecs
 
     def dense(why: str) -> Spectrum:
         s, U, V, sign = dense_solve(
@@ -352,7 +577,7 @@ def _solve(
         )
         return finish(
             op, s, U, V, lam_sign=sign, method="dense", reason=why, iterations=1,
-            matvecs=0, restarts=0, block_size=n, basis_size=N, **common,
+            matvecs=extra_mv, restarts=0, block_size=n, basis_size=N, **common,
         )
 
     if method == "dense":
@@ -368,7 +593,7 @@ def _solve(
                 op, rkey, tol, d=d, l=l, maxiter=it, hermitian=hermitian
             )
             iters = int(iters)
-            mv = l * iters if hermitian else l * (1 + 2 * iters)
+            mv = extra_mv + (l * iters if hermitian else l * (1 + 2 * iters))
             return finish(
                 op, s, U, V, lam_sign=sign, method="randomized", reason=reason, iterations=iters,
                 matvecs=mv, restarts=0, block_size=l, basis_size=l, **common,
@@ -379,15 +604,13 @@ def _solve(
             reason += f"; depth clamped from {q} to {max(q_cap, 0)} (Krylov space <= min(m, n))"
             q = max(q_cap, 0)
         s, U, V, sign = krylov_core(op, rkey, d=d, l=l, q=q, hermitian=hermitian)
-        mv = l * (q + 1) if hermitian else l * (2 * q + 2)
+        mv = extra_mv + (l * (q + 1) if hermitian else l * (2 * q + 2))
         return finish(
             op, s, U, V, lam_sign=sign, method="krylov", reason=reason, iterations=q,
             matvecs=mv, restarts=0, block_size=l, basis_size=l * (q + 1), **common,
         )
 
     if method == "chebyshev":
-        if bound is not None and not (np.isfinite(bound) and bound > 0):
-            raise ValueError(f"bound: expected a positive finite float, got {bound!r}")
         if N < 64 or 4 * d > N:
             if m * n <= DENSE_MAX_ENTRIES:
                 return dense(
@@ -396,22 +619,41 @@ def _solve(
             method = "lanczos"
             reason += "; block would not fit min(m, n), lanczos instead"
         else:
-            r = chebyshev_solve(
-                op, d, rkey, tol, hermitian=hermitian, block_size=block_size, maxiter=maxiter,
-                bound=bound,
+            kp, _ = jax.random.split(rkey)
+            pl = chebyshev_plan(
+                op, d, kp, tol, hermitian=hermitian, block_size=block_size, bound=bound,
+                max_block_bytes=max_basis_bytes,
             )
-            return finish(
-                op, r.s, r.U, r.V, lam_sign=r.sign, method="chebyshev",
-                reason=reason + "; " + r.note, iterations=r.passes, matvecs=r.matvecs, restarts=0,
-                block_size=r.block, basis_size=r.block, **common,
-            )
+            if auto and pl.gapless:
+                method = "lanczos"
+                extra_mv += pl.matvecs
+                reason += (
+                    f"; {pl.describe()}: d cuts a stretch of spectrum with no gap (a block "
+                    f"holding it would need about {1.15 * pl.stretch:.0f} columns, over the cap "
+                    f"of {pl.cap}), so block Lanczos instead, which needs far fewer products there"
+                )
+                if block_size is None and _flops_per_column(op) / max(m, n) <= CHEAP_FLOPS_PER_ROW:
+                    top = lanczos_bucket(d)[0]  # one block per bucket: one compile for its d
+                    block_size = max(min(top, GAPLESS_BLOCK), min(top // 16, 32))
+                    reason += f" (block {block_size}: no cluster at the cut to hold in a block)"
+            else:
+                r = chebyshev_solve(
+                    op, d, rkey, tol, hermitian=hermitian, block_size=block_size,
+                    maxiter=maxiter, bound=bound, max_block_bytes=max_basis_bytes, plan_=pl,
+                )
+                return finish(
+                    op, r.s, r.U, r.V, lam_sign=r.sign, method="chebyshev",
+                    reason=reason + "; " + r.note, iterations=r.passes,
+                    matvecs=extra_mv + r.matvecs, restarts=0, block_size=r.block,
+                    basis_size=r.block, **common,
+                )
 
-    # lanczos
+    # lanczos: static settings from d's bucket, d itself (and its sizes) passed as dynamic values
     try:
-        cfg, notes = _lanczos_config(
-            m, n, d, dtype, tol, hermitian=hermitian, block_size=block_size,
-            basis_size=basis_size, maxiter=maxiter, max_basis_bytes=max_basis_bytes,
-            kernel_pass=_recomputes_kernel(op),
+        cfg, sel, notes = _lanczos_config(
+            m, n, d, dtype, hermitian=hermitian, block_size=block_size, basis_size=basis_size,
+            maxiter=maxiter, max_basis_bytes=max_basis_bytes, kernel_pass=_recomputes_kernel(op),
+            cheap=_flops_per_column(op) / max(m, n) <= CHEAP_FLOPS_PER_ROW,
         )
     except ValueError:
         if m * n <= DENSE_MAX_ENTRIES and N < d + 2 * max(1, min(d, 16)):
@@ -419,10 +661,15 @@ def _solve(
         raise
     if notes:
         reason += "; " + "; ".join(notes)
-    s, U, V, sign, _, steps, restarts = lanczos_core(op, rkey, tol, cfg=cfg, hermitian=hermitian)
+    s, U, V, sign, _, steps, restarts = lanczos_core(
+        op, rkey, tol, d, sel, cfg=cfg, hermitian=hermitian
+    )
+    if cfg.d > d:
+        s, U, V, sign = s[:d], U[:, :d], V[:, :d], sign[:d]
     steps = int(steps)
-    mv = cfg.b * steps * (1 if hermitian else 2)
+    mv = extra_mv + cfg.b * steps * (1 if hermitian else 2)
     return finish(
         op, s, U, V, lam_sign=sign, method="lanczos", reason=reason, iterations=steps,
-        matvecs=mv, restarts=int(restarts), block_size=cfg.b, basis_size=cfg.K, **common,
+        matvecs=mv, restarts=int(restarts), block_size=cfg.b, basis_size=cfg.shapes[sel][0],
+        **common,
     )

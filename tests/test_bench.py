@@ -124,6 +124,7 @@ def test_cli_tiny_writes_json_with_environment_and_checked_entries(tmp_path):
         (["--suite", "nope"], "invalid choice: 'nope'"),
         (["--repeats", "0"], "expected a positive integer, got 0"),
         (["--repeats", "two"], "expected a positive integer, got 'two'"),
+        (["--cpu-devices", "0"], "expected a positive integer, got 0"),
         (["--seed", "-3"], "expected an integer >= 0, got -3"),
         (["--time-budget", "0"], "expected a positive number, got 0.0"),
         (["--dtype", "int8"], "invalid choice: 'int8'"),

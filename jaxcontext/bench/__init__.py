@@ -1,4 +1,4 @@
-"""Benchmarks: ``python -m jaxcontext.bench [--suite operators|solvers|all] [--size quick|full]``.
+"""Benchmarks: ``python -m jaxcontext.bench [--suite NAME|all] [--size tiny|quick|full]``.
 
 Each suite is a module of this package exposing ``cases(size, *, dtype, seed)``; the harness
 (:mod:`jaxcontext.bench._harness`) warms up, checks every result against a float64 reference
@@ -36,7 +36,7 @@ from ._harness import (
 )
 
 # Suites in the order ``--suite all`` runs them; each is ``jaxcontext.bench.<name>``.
-SUITES = ("operators", "solvers")
+SUITES = ("operators", "solvers", "training")
 
 __all__ = [
     "SUITES",

@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--suite",
         default="all",
         choices=(*SUITES, "all"),
-        help="which suite to run (default: all, i.e. operators then solvers)",
+        help="which suite to run (default: all, i.e. " + ", then ".join(SUITES) + ")",
     )
     p.add_argument(
         "--size",
@@ -115,8 +115,31 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="stop at the first wrong result or failing implementation",
     )
+    p.add_argument(
+        "--cpu-devices",
+        type=_positive_int,
+        metavar="N",
+        help="on a CPU, expose N host devices (XLA_FLAGS=--xla_force_host_platform_device_count=N, "
+        "set before JAX starts): the training suite then also runs data-parallel over N devices. "
+        "Exercises the sharded path; N devices share the same cores, so it is not a speed-up",
+    )
     p.add_argument("--list", action="store_true", help="list the selected cases and exit")
     return p
+
+
+def _force_cpu_devices(n: int) -> None:
+    """Ask XLA for ``n`` host devices; must run before JAX creates its CPU backend."""
+    flag = "--xla_force_host_platform_device_count"
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(flag + "=")]
+    os.environ["XLA_FLAGS"] = " ".join([*flags, f"{flag}={n}"])
+    import jax
+
+    try:
+        backend_started = jax._src.xla_bridge.backends_are_initialized()
+    except AttributeError:  # private API moved: trust the order of main()
+        backend_started = False
+    if backend_started:
+        raise RuntimeError("--cpu-devices: JAX's backends already started; pass XLA_FLAGS instead")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
             parser.error(f"--{flag} {path}: directory {os.path.dirname(path)!r} does not exist")
 
+    if args.cpu_devices:
+        _force_cpu_devices(args.cpu_devices)
     import jax
 
     if args.dtype == "float64":
@@ -161,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         "time_budget_s": args.time_budget or DEFAULT_BUDGET_S[args.size],
         "only": args.only,
         "memory": not args.no_memory,
+        "cpu_devices": args.cpu_devices,
         "command": "python -m jaxcontext.bench "
         + shlex.join(sys.argv[1:] if argv is None else argv),
     }

@@ -36,7 +36,7 @@ from ._harness import (
 )
 
 # Suites in the order ``--suite all`` runs them; each is ``jaxcontext.bench.<name>``.
-SUITES = ("operators", "solvers", "training")
+SUITES = ("operators", "solvers", "training", "alignment")
 
 __all__ = [
     "SUITES",

@@ -163,6 +163,17 @@ def check_positive_int(value: Any, name: str, *, upper: int | None = None) -> in
     return v
 
 
+def check_positive_float(value: Any, name: str) -> float:
+    """``value`` as a positive finite float, or a ValueError naming ``name``."""
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected a positive number, got {value!r}") from None
+    if not (np.isfinite(f) and f > 0):
+        raise ValueError(f"{name}: expected a positive finite number, got {value!r}")
+    return f
+
+
 def index_dtype(*sizes: int) -> np.dtype:
     """Smallest signed index dtype JAX can hold for arrays indexed up to ``max(sizes)``.
 

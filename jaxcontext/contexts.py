@@ -503,18 +503,22 @@ class _KnnRows(_RowModel):
     def gram(self, i, l, pinv):
         return self.base.gram(i, l, pinv)
 
-    def new_rows(self, x_new, y_new):
+    def _query(self, x_new, y_new):
+        """``(z, xs, match)``: the checked host query points, the training points, the matches."""
         z = _pick_input("x", x_new, y_new)
         if not V.is_concrete(z):
             raise ValueError(
                 "knn conditional_rows runs a host neighbour search; call it outside jit"
             )
-        dt = self.x.dtype
-        z = np.asarray(_check_new_points(z, self.x.shape[1], "x_new", dt))
+        z = np.asarray(_check_new_points(z, self.x.shape[1], "x_new", self.x.dtype))
         xs = np.asarray(self.x)
+        return z, xs, _training_matches(xs, z)
+
+    def new_rows(self, x_new, y_new):
+        dt = self.x.dtype
+        z, xs, match = self._query(x_new, y_new)
         m = xs.shape[0]
         out = np.zeros((z.shape[0], m), dt)
-        match = _training_matches(xs, z)
         hit = np.flatnonzero(match >= 0)
         if hit.size:  # training points: their stored rows of P, exactly
             out[hit] = np.asarray(_jit_rows(self.base, _index_array(match[hit], m)))
@@ -535,18 +539,11 @@ class _KnnRows(_RowModel):
         Training points are matched over all of ``x_new`` at once (so the ``r``-th copy of a
         duplicated value keeps its row); only their stored rows go through in chunks.
         """
-        z = _pick_input("x", x_new, y_new)
-        if not V.is_concrete(z):
-            raise ValueError(
-                "knn conditional_rows runs a host neighbour search; call it outside jit"
-            )
         dt = self.x.dtype
-        z = np.asarray(_check_new_points(z, self.x.shape[1], "x_new", dt))
-        xs = np.asarray(self.x)
+        z, xs, match = self._query(x_new, y_new)
         m = xs.shape[0]
         Mh = np.asarray(M, np.float64)
         out = np.zeros((z.shape[0], Mh.shape[1]), np.float64)
-        match = _training_matches(xs, z)
         hit = np.flatnonzero(match >= 0)
         for c in range(0, hit.size, chunk):  # training points: their stored rows of P
             h = hit[c : c + chunk]
@@ -1099,14 +1096,7 @@ def _check_new_points(z: Any, dim: int, name: str, dtype: Any) -> Array:
     return a
 
 
-def _check_positive_scalar(v: Any, name: str) -> float:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected a positive number, got {v!r}") from None
-    if not (np.isfinite(f) and f > 0):
-        raise ValueError(f"{name}: expected a positive finite number, got {v!r}")
-    return f
+_check_positive_scalar = V.check_positive_float
 
 
 def _check_labels(y: Any, name: str, num_classes: int | None = None) -> np.ndarray:

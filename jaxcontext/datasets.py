@@ -2044,14 +2044,7 @@ def gaussian_mixture(
     )
 
 
-def _check_positive_float(v: Any, name: str) -> float:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected a positive number, got {v!r}") from None
-    if not (np.isfinite(f) and f > 0):
-        raise ValueError(f"{name}: expected a positive finite number, got {v!r}")
-    return f
+_check_positive_float = V.check_positive_float
 
 
 def subsample(dataset: Dataset, m: int, *, key: Any) -> Dataset:

@@ -34,6 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._pytree import register as _register_pytree
+
 HIGHEST = jax.lax.Precision.HIGHEST
 
 __all__ = [
@@ -51,7 +53,7 @@ __all__ = [
 
 def _kernel(cls: type) -> type:
     cls = dataclasses.dataclass(frozen=True)(cls)
-    return jax.tree_util.register_dataclass(cls)
+    return _register_pytree(cls)
 
 
 def _static(default: Any = dataclasses.MISSING) -> Any:

@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _validation as V
+from ._pytree import register as _register_pytree
 
 Array = jax.Array
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -79,7 +80,7 @@ def _static(default: Any = dataclasses.MISSING) -> Any:
 def _pytree(cls: type) -> type:
     """Make ``cls`` a frozen dataclass registered as a pytree (static fields via metadata)."""
     cls = dataclasses.dataclass(frozen=True, eq=False, repr=False)(cls)
-    return jax.tree_util.register_dataclass(cls)
+    return _register_pytree(cls)
 
 
 def _result_dtype(*dtypes: Any) -> np.dtype:

@@ -8,6 +8,9 @@ where float64 inputs must stay float64. Multi-device tests run in subprocesses w
 XLA_FLAGS=--xla_force_host_platform_device_count=4 (see tests/_subproc.py).
 """
 
+import atexit
+import shutil
+import tempfile
 import zlib
 
 import jax
@@ -17,10 +20,15 @@ import pytest
 
 jax.config.update("jax_enable_x64", False)
 
-# No persistent XLA compilation cache here: with a per-process cache (min compile time 0) the
-# suite twice saw a jitted kernel return another kernel's values
-# (test_kernels_are_pytrees_with_traced_parameters: Mehler and Laplacian gave RBF values), never
-# without it. Compile time is the price.
+# Many tests compile the same program (a trainer for one encoder and batch, a solver at one shape):
+# XLA's persistent cache, in a directory private to this test process and removed at exit, lets the
+# second compilation load the first one's executable. It changes no result, only compile time.
+# (A flaky wrong kernel value once blamed on it came from register_dataclass: see _pytree.py.)
+_XLA_CACHE = tempfile.mkdtemp(prefix="jaxcontext-tests-xla-")
+atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
+jax.config.update("jax_compilation_cache_dir", _XLA_CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ Usage::
     python scripts/bridge_at_scale.py --data both --m 100000          # 2-core CPU, < 15 min
     python scripts/bridge_at_scale.py --data mixture --m 1000000      # a GPU
 
-The pieces (:func:`prepare`, :func:`knn_out_of_sample`, :func:`bridge_at_scale`) are importable;
+The pieces (:func:`prepare`, :func:`bridge_at_scale`) are importable;
 the tests run :func:`bridge_at_scale` at m ~ 2,000.
 """
 
@@ -240,29 +240,6 @@ def prepare(
 # --------------------------------------------------------------------------------------------------
 # The comparison
 # --------------------------------------------------------------------------------------------------
-def knn_out_of_sample(nu: Any, s: Any, x_train: Any, x_new: Any, k: int,
-                      *, chunk: int = 8192) -> np.ndarray:
-    r"""The exact contexture of a kNN context at new points, sparse: ``mu_i(x) = mean nu_i / s_i``.
-
-    ``mean`` over the ``k`` nearest training points of ``x`` (sklearn, euclidean, as
-    :func:`jaxcontext.contexts.knn` searches). This is what ``Contexture.evaluate`` computes for
-    points that are not training points, without its dense ``(n, m)`` rows (``n x m`` floats, plus
-    a float64 accumulator: 12 GB for 10,000 points against m = 100,000).
-    """
-    from sklearn.neighbors import NearestNeighbors
-
-    xtr = np.asarray(x_train)
-    nn = NearestNeighbors(n_neighbors=k).fit(xtr)
-    nu = np.asarray(nu)
-    s = np.asarray(s)
-    z = np.asarray(x_new, xtr.dtype)
-    out = np.empty((z.shape[0], nu.shape[1]), np.float64)
-    for lo in range(0, z.shape[0], chunk):
-        idx = nn.kneighbors(z[lo:lo + chunk], return_distance=False)
-        out[lo:lo + idx.shape[0]] = nu[idx].astype(np.float64).mean(axis=1)
-    return (out / s[None, :]).astype(np.float32)
-
-
 def _probe(task: str, ftr, ytr, fte, yte, seed: int) -> dict:
     r = evaluation.ridge_probe(np.asarray(ftr), ytr, np.asarray(fte), yte, task=task,
                                key=jax.random.key(seed))
@@ -337,7 +314,7 @@ def bridge_at_scale(
         f"{float(np.max(np.asarray(sp.residuals)[:d])):.2e}; s_1 {s_all[0]:.4f} s_{d} "
         f"{s_all[d - 1]:.4f} s_{d + 1} {s_all[d] if d_extra else float('nan'):.4f}")
     with meter("exact_oos"):
-        mu_t = knn_out_of_sample(exact.nu, exact.s, x, x_test, k)
+        mu_t = np.asarray(exact.evaluate(x_test))  # kNN: neighbour means of nu, sparse
     mu_tr = np.asarray(exact.mu)
 
     enc = models.MLP(x.shape[1], d, width=width, depth=depth, rngs=nnx.Rngs(seed))

@@ -10,7 +10,6 @@ import jax
 import numpy as np
 import pytest
 
-import jaxcontext as jc
 from jaxcontext import datasets as ds
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -293,15 +292,6 @@ def _script():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
-
-
-def test_knn_out_of_sample_equals_contexture_evaluate():
-    bas = _script()
-    x = np.asarray(jax.random.normal(jax.random.key(0), (600, 3)))
-    xt = np.asarray(jax.random.normal(jax.random.key(1), (50, 3)))
-    ct = jc.contexture(jc.contexts.knn(x, 10), 4, key=0)
-    got = bas.knn_out_of_sample(ct.nu, ct.s, x, xt, 10, chunk=16)
-    np.testing.assert_allclose(got, np.asarray(ct.evaluate(xt)), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.slow  # two compilations (svds, fit) and three probes: ~20 s idle, ~60 s loaded

@@ -618,6 +618,22 @@ def _sparse_op(g: _Problem, dtype):
     return ops.sparse_from_scipy(g.a64, dtype=dtype)
 
 
+def _sbm_problem(params: dict, dtype):
+    """``(build, reference)`` of a block-model case: the graph and its cached float64 values."""
+    n, b, deg_in, deg_out, d, seed = (
+        params[k] for k in ("n", "blocks", "deg_in", "deg_out", "d", "seed")
+    )
+
+    def build():
+        return _sparse_problem(sbm_matrix(n, b, deg_in, deg_out, seed), True, dtype)
+
+    def reference(g):
+        keyp = {k: params[k] for k in ("problem", "n", "blocks", "deg_in", "deg_out", "d", "seed")}
+        return cached(keyp, lambda: {"s": _sparse_reference(g.a64, d, True)})
+
+    return build, reference
+
+
 def _sbm_case(n, b, deg_in, deg_out, d, dtype, seed, size, nonhermitian) -> Case:
     params = dict(
         kind="sbm",
@@ -632,12 +648,7 @@ def _sbm_case(n, b, deg_in, deg_out, d, dtype, seed, size, nonhermitian) -> Case
         tol=TOL,
     )
 
-    def build():
-        return _sparse_problem(sbm_matrix(n, b, deg_in, deg_out, seed), True, dtype)
-
-    def reference(g):
-        keyp = {k: params[k] for k in ("problem", "n", "blocks", "deg_in", "deg_out", "d", "seed")}
-        return cached(keyp, lambda: {"s": _sparse_reference(g.a64, d, True)})
+    build, reference = _sbm_problem(params, dtype)
 
     impls = _jax_impls(
         d,
@@ -684,12 +695,7 @@ def _sbm_bulk_case(n, b, deg_in, deg_out, d, dtype, seed, size) -> Case:
         tol=TOL,
     )
 
-    def build():
-        return _sparse_problem(sbm_matrix(n, b, deg_in, deg_out, seed), True, dtype)
-
-    def reference(g):
-        keyp = {k: params[k] for k in ("problem", "n", "blocks", "deg_in", "deg_out", "d", "seed")}
-        return cached(keyp, lambda: {"s": _sparse_reference(g.a64, d, True)})
+    build, reference = _sbm_problem(params, dtype)
 
     def defaults(a):
         from jaxcontext.linalg import svds

@@ -68,9 +68,14 @@ def test_cli_tiny_writes_json_with_environment_and_checked_entries(tmp_path):
             str(out),
             "--markdown",
             str(md),
+            "--plots",
+            str(tmp_path / "figs"),
         ]
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
+    pngs = sorted(p.name for p in (tmp_path / "figs").iterdir())
+    assert pngs == ["operators-times.png"]
+    assert (tmp_path / "figs" / pngs[0]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     doc = json.loads(out.read_text())
     assert doc["schema"] == H.SCHEMA
     env = doc["environment"]
@@ -115,6 +120,65 @@ def test_cli_tiny_writes_json_with_environment_and_checked_entries(tmp_path):
     assert sum(ln.startswith("operators ") for ln in lines) == len(entries)
     text = md.read_text()
     assert "| suite |" in text and env["jax"] in text and "dense/200x100/k8" in text
+
+
+def test_plots_of_a_report_name_suites_and_draw_alignment_curves(tmp_path):
+    """Figures come from the JSON alone; one per suite with timings, curves where recorded."""
+    from jaxcontext.bench._plots import plot_report
+
+    ok = {"status": "ok", "times_s": [0.1, 0.2, 0.3], "baseline": False, "params": {}}
+    doc = {
+        "environment": {"platform": "cpu", "device_kind": "cpu", "jax": "x", "dtype": "float32"},
+        "entries": [
+            {
+                **ok,
+                "suite": "solvers",
+                "case": "c1",
+                "impl": "peer",
+                "time_median_s": 0.2,
+                "baseline": True,
+                "speedup": 1.0,
+            },
+            {
+                **ok,
+                "suite": "solvers",
+                "case": "c1",
+                "impl": "jaxcontext",
+                "time_median_s": 0.1,
+                "speedup": 2.0,
+            },
+            {**ok, "suite": "solvers", "case": "c2", "impl": "jaxcontext", "status": "wrong"},
+            {
+                **ok,
+                "suite": "alignment",
+                "case": "a",
+                "impl": "fit svme",
+                "time_median_s": 1.0,
+                "params": {"target_r2": 0.9},
+                "details": {"evals_step": [0, 10], "evals_r2_cca": [0.5, 0.95]},
+            },
+            {
+                **ok,
+                "suite": "training",
+                "case": "t",
+                "impl": "x",
+                "status": "skipped",
+                "time_median_s": None,
+            },
+        ],
+    }
+    paths = plot_report(doc, str(tmp_path), prefix="p-")
+    assert sorted(os.path.basename(p) for p in paths) == [
+        "p-alignment-curves.png",
+        "p-alignment-times.png",
+        "p-solvers-times.png",
+    ]  # no figure for a suite without a timed entry
+    for p in paths:
+        assert os.path.getsize(p) > 1000
+    # the same figures from a JSON file on disk
+    f = tmp_path / "r.json"
+    f.write_text(json.dumps(doc))
+    assert len(plot_report(str(f), str(tmp_path / "again"))) == 3
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ Examples::
     python -m jaxcontext.bench --size full --json out.json      # acceptance sizes (heavy)
     python -m jaxcontext.bench --only sparse --repeats 3        # cases whose name contains 'sparse'
     python -m jaxcontext.bench --list --size full               # list the cases, run nothing
+    python -m jaxcontext.bench --json out.json --plots figs/    # JSON and PNG figures
 
 Exit status: 0 when every entry is correct, 1 when a result was wrong or an implementation failed
 (a peer that gives up in a documented way, e.g. PROPACK not converging, is recorded as ``failed``
@@ -78,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", metavar="PATH", help="write the results (with environment) as JSON")
     p.add_argument("--markdown", metavar="PATH", help="write a markdown summary")
+    p.add_argument(
+        "--plots",
+        metavar="DIR",
+        help="write PNG figures into DIR (created if missing): per suite, median times and "
+        "speedups; for alignment, R2_CCA against step (needs matplotlib)",
+    )
     p.add_argument(
         "--repeats",
         type=_positive_int,
@@ -151,6 +158,13 @@ def main(argv: list[str] | None = None) -> int:
         if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
             parser.error(f"--{flag} {path}: directory {os.path.dirname(path)!r} does not exist")
 
+    if args.plots:
+        try:
+            from . import _plots
+
+            _plots._matplotlib()
+        except ImportError as e:
+            parser.error(f"--plots: {e}")
     if args.cpu_devices:
         _force_cpu_devices(args.cpu_devices)
     import jax
@@ -204,6 +218,11 @@ def main(argv: list[str] | None = None) -> int:
         _harness.write_json(report, args.json)
     if args.markdown:
         _harness.write_markdown(report, args.markdown, command=settings["command"])
+    if args.plots:
+        from ._plots import plot_report
+
+        for path in plot_report(report, args.plots):
+            print(f"wrote {path}", file=sys.stderr)
     bad = [e for e in report.entries if e.status in ("wrong", "error")]
     for e in bad:
         print(f"FAILED {e.suite}/{e.case} [{e.impl}]: {e.status}: {e.message}", file=sys.stderr)

@@ -380,6 +380,7 @@ def train(
     objective_options: dict | None = None,
     eval_every: int | None = None,
     log_every: int = 250,
+    measures: Callable[[Problem, Reference, Any, Any], dict] | None = None,
 ) -> dict:
     r"""Train one encoder with :func:`jaxcontext.fit` and :func:`assess` it against ``ref``.
 
@@ -400,6 +401,9 @@ def train(
         eval_every: record the held-out ``R2_CCA`` every this many steps (``fit(reference=)``;
             returned as ``"curve"``); None: only at the end.
         log_every: steps per compiled call.
+        measures: extra measures, ``measures(prob, ref, f_train, f_test) -> dict`` of the trained
+            encoder's outputs at ``prob.x`` and ``prob.x_test`` (e.g. mutual kNN), merged into the
+            record; called only when the outputs are finite.
 
     Returns:
         A JSON-serialisable dict: ``objective``, ``model``, ``width``, ``depth``, ``params``,
@@ -446,8 +450,8 @@ def train(
         diverged, res = int(e.step), e.result
     wall = time.perf_counter() - t0
     rec["diverged"] = diverged
+    nan = float("nan")
     if res is None:
-        nan = float("nan")
         rec.update(
             r2_cca=nan,
             subspace_distance=nan,
@@ -464,7 +468,12 @@ def train(
     rec["dtype"] = str(f_te.dtype)
     loss = np.asarray(h["loss"], np.float64)
     rec["final_loss"] = float(np.mean(loss[-max(1, len(loss) // 20) :])) if loss.size else None
-    rec.update(assess(prob, ref, f_tr, f_te, key=int(seed)))
+    if np.all(np.isfinite(f_tr)) and np.all(np.isfinite(f_te)):
+        rec.update(assess(prob, ref, f_tr, f_te, key=int(seed)))
+        if measures is not None:
+            rec.update(measures(prob, ref, f_tr, f_te))
+    else:  # a diverged run's last state can still map some inputs to Inf
+        rec.update(r2_cca=nan, subspace_distance=nan, r2_cca_train=nan)
     rec.update(train_s=float(h.train_time), compile_s=float(h.compile_time), wall_s=wall)
     if eval_every is not None and h.evals:
         rec["curve"] = {k: np.asarray(h.evals[k]).tolist() for k in ("step", "r2_cca")}
@@ -557,8 +566,10 @@ _MEASURES = ("r2_cca", "subspace_distance", "r2_cca_train", "probe_error", "trai
 def summarize(runs: Sequence[dict], measures: Sequence[str] = _MEASURES) -> list[dict]:
     r"""Mean, standard deviation (ddof 1), min and max over seeds per objective and model.
 
-    Runs with a NaN measure (diverged) count in ``n`` and ``diverged`` but not in the statistics.
-    Rows are sorted by mean held-out ``R2_CCA``, best first.
+    A run that diverged (its loss turned NaN or Inf; measured at its last finite parameters)
+    counts in ``n`` and ``diverged`` but not in the statistics, nor does a NaN measure; each
+    measure's ``"count"`` is the number of runs its statistics come from. Rows are sorted by mean
+    held-out ``R2_CCA``, best first.
     """
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
@@ -575,8 +586,9 @@ def summarize(runs: Sequence[dict], measures: Sequence[str] = _MEASURES) -> list
             "seeds": [r["seed"] for r in rs],
             "diverged": sum(r.get("diverged") is not None for r in rs),
         }
+        ok = [r for r in rs if r.get("diverged") is None]
         for m in measures:
-            v = np.asarray([r.get(m, np.nan) for r in rs], np.float64)
+            v = np.asarray([r.get(m, np.nan) for r in ok], np.float64)
             v = v[np.isfinite(v)]
             if v.size:
                 row[m] = {
@@ -584,6 +596,7 @@ def summarize(runs: Sequence[dict], measures: Sequence[str] = _MEASURES) -> list
                     "std": float(v.std(ddof=1)) if v.size > 1 else 0.0,
                     "min": float(v.min()),
                     "max": float(v.max()),
+                    "count": int(v.size),
                 }
         rows.append(row)
     key = lambda r: -r.get("r2_cca", {}).get("mean", -math.inf)  # noqa: E731

@@ -179,9 +179,13 @@ def test_summarize_spread_over_seeds():
         for s, v in enumerate([0.8, 0.9, 1.0])
     ]
     runs.append({**runs[0], "seed": 9, "r2_cca": float("nan"), "diverged": 3})
+    # a diverged run measured at its last finite parameters stays out of the statistics too
+    runs.append({**runs[0], "seed": 10, "r2_cca": 0.1, "diverged": 40})
+    runs.append({**runs[0], "seed": 11, "r2_cca": float("nan")})  # a NaN measure alone
     (row,) = bridge.summarize(runs)
-    assert row["n"] == 4 and row["diverged"] == 1
-    assert row["r2_cca"] == pytest.approx({"mean": 0.9, "std": 0.1, "min": 0.8, "max": 1.0})
+    assert row["n"] == 6 and row["diverged"] == 2
+    want = {"mean": 0.9, "std": 0.1, "min": 0.8, "max": 1.0, "count": 3}
+    assert row["r2_cca"] == pytest.approx(want)
 
 
 def test_float64_kept(x64, rng):

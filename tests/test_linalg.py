@@ -616,3 +616,50 @@ def test_sweep_over_d_compiles_block_lanczos_once(rng):
         assert "compiled for d <= 64" in sp.info.reason
         np.testing.assert_allclose(np.asarray(sp.s), lam[:d], rtol=0, atol=2e-5)
     assert lanczos_core._cache_size() == before
+
+
+# --------------------------------------------------------------------------------------------------
+# issue 12: stage profile, the local pass of block Lanczos, the filtered block's orthonormalisation
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["lanczos", "chebyshev"])
+def test_profile_reports_stages_and_changes_nothing(method):
+    """profile=True: the same solve (values, counts), with wall time per stage in info.stages."""
+    from _svds_problems import sbm_bulk_matrix
+
+    a = ops.sparse_from_scipy(sbm_bulk_matrix().astype(np.float32))
+    d = 16
+    plain = svds(a, d, method=method, hermitian=True, tol=1e-4)
+    prof = svds(a, d, method=method, hermitian=True, tol=1e-4, profile=True)
+    assert plain.info.stages is None
+    st = prof.info.stages
+    want = {"products", "orthonormalisation", "rayleigh-ritz", "certificate"}
+    want |= {"restarts"} if method == "lanczos" and prof.info.restarts else set()
+    want |= {"probe"} if method == "chebyshev" else set()
+    assert want <= set(st), sorted(st)
+    for k, v in st.items():
+        if isinstance(v, dict):
+            assert v["s"] >= 0 and v["calls"] >= 1, (k, v)
+    assert st["total_s"] == pytest.approx(sum(v["s"] for v in st.values() if isinstance(v, dict)))
+    if method == "lanczos":  # one product and one orthonormalisation per step, one RR check each
+        steps = prof.info.iterations
+        assert st["products"]["calls"] == steps and st["orthonormalisation"]["calls"] == steps
+        if prof.info.restarts:
+            assert st["restarts"]["calls"] == prof.info.restarts
+    assert prof.info.iterations == plain.info.iterations
+    assert prof.info.matvecs == plain.info.matvecs
+    np.testing.assert_allclose(np.asarray(prof.s), np.asarray(plain.s), rtol=1e-5)
+    from jaxcontext.linalg._stages import format_stages
+
+    line = format_stages(st)
+    assert "products" in line and "stages total" in line
+
+
+def test_profile_general_lanczos_counts_both_products():
+    from _svds_problems import knn_context_matrix
+
+    a = knn_context_matrix().astype(np.float32)
+    sp = svds(a, 8, method="lanczos", tol=1e-4, profile=True)
+    st = sp.info.stages
+    assert not sp.info.hermitian
+    assert st["products"]["calls"] == 2 * sp.info.iterations  # A v and A^T u per step
+    assert sp.info.converged.all()

@@ -131,8 +131,11 @@ def _probe(S, key, *, b: int, steps: int):
     return theta, weight, X
 
 
-def probe(S, key, *, b: int, steps: int) -> Probe:
-    theta, weight, X = _probe(S, key, b=b, steps=steps)
+def probe(S, key, *, b: int, steps: int, timer=None) -> Probe:
+    if timer is None:
+        theta, weight, X = _probe(S, key, b=b, steps=steps)
+    else:
+        theta, weight, X = timer.run("probe", _probe, S, key, b=b, steps=steps)
     return Probe(np.asarray(theta, np.float64), np.asarray(weight, np.float64), X)
 
 
@@ -147,6 +150,11 @@ def _value_at_count(pr: Probe, n: int, c: float) -> float:
     cum = n * np.cumsum(pr.weight)
     idx = int(np.searchsorted(cum, c))
     return float(at[min(idx, at.size - 1)])
+
+
+@jax.jit
+def _matmat(S, X):
+    return S.matmat(X)
 
 
 @functools.partial(jax.jit, static_argnames=("take", "k"))
@@ -186,15 +194,14 @@ def _filter(S, X, lo, a, xs, degree):
 
 
 @jax.jit
-def _rayleigh_ritz(S, Y):
-    """Orthonormalise ``Y``; Ritz pairs of ``S`` sorted by ``|theta|``; residual norms.
+def _orth_block(Y):
+    """Orthonormal basis of the filtered block ``Y`` (Householder QR, see below)."""
+    return jnp.linalg.qr(Y)[0]
 
-    Householder QR, not CholeskyQR: a block filtered from random columns is dominated by the top
-    eigenvectors (condition numbers of 1e6 and more once the columns past the wanted cluster
-    collapse onto it), and the Gram matrix of CholeskyQR squares that: in float32 it left a residual
-    floor of 7e-4 on a 100k-node block model where Householder QR reached the float64 result, 3e-5.
-    """
-    Q, _ = jnp.linalg.qr(Y)
+
+@jax.jit
+def _ritz(S, Q):
+    """Ritz pairs of ``S`` on the orthonormal ``Q``, sorted by ``|theta|``; residual norms."""
     W = S.matmat(Q)
     H = mm(Q.T, W)
     theta, Z = jnp.linalg.eigh(0.5 * (H + H.T))
@@ -204,6 +211,20 @@ def _rayleigh_ritz(S, Y):
     R = mm(W, Z) - X * theta[None, :]
     res = jnp.sqrt(jnp.sum(R * R, axis=0))
     return theta, X, res
+
+
+def _rayleigh_ritz(S, Y, timer=None):
+    """Orthonormalise ``Y``; Ritz pairs of ``S`` sorted by ``|theta|``; residual norms.
+
+    Householder QR, not CholeskyQR: a block filtered from random columns is dominated by the top
+    eigenvectors (condition numbers of 1e6 and more once the columns past the wanted cluster
+    collapse onto it), and the Gram matrix of CholeskyQR squares that: in float32 it left a residual
+    floor of 7e-4 on a 100k-node block model where Householder QR reached the float64 result, 3e-5.
+    """
+    if timer is None:
+        return _ritz(S, _orth_block(Y))
+    Q = timer.run("orthonormalisation", _orth_block, Y)
+    return timer.run("rayleigh-ritz", _ritz, S, Q)
 
 
 @functools.partial(jax.jit, static_argnames=("d", "left"))
@@ -309,6 +330,7 @@ def plan(
     block_size: int | None = None,
     bound: float | None = None,
     max_block_bytes: int = 2**30,
+    timer=None,
 ) -> Plan:
     """Probe the spectrum and choose the block and damping bound (see module docs)."""
     m, n = A.shape
@@ -317,7 +339,7 @@ def plan(
     N = S.shape[0]
     b = 8
     steps = max(4, min(10, (N // b) - 1))
-    pr = probe(S, key, b=b, steps=steps)
+    pr = probe(S, key, b=b, steps=steps, timer=timer)
     mv = b * steps * (1 if hermitian else 2)
     lam_d = _value_at_count(pr, N, d)
     if d <= pr.theta.size:
@@ -371,10 +393,13 @@ def chebyshev_solve(
     bound: float | None = None,
     max_block_bytes: int = 2**30,
     plan_: Plan | None = None,
+    timer=None,
 ) -> ChebyshevResult:
     """Top-``d`` singular triplets by Chebyshev-filtered subspace iteration (see module docs).
 
-    ``plan_`` (from :func:`plan` with the same key and settings) skips the probe.
+    ``plan_`` (from :func:`plan` with the same key and settings) skips the probe. ``timer`` (a
+    :class:`~jaxcontext.linalg._stages.StageTimer`): time the stages (the filter's products are
+    its degree times a measured block product; the rest of the filter is ``filter recurrence``).
     """
     m, n = A.shape
     dt = A.dtype
@@ -384,7 +409,7 @@ def chebyshev_solve(
     if plan_ is None:
         plan_ = plan(
             A, d, kp, tol, hermitian=hermitian, block_size=block_size, bound=bound,
-            max_block_bytes=max_block_bytes,
+            max_block_bytes=max_block_bytes, timer=timer,
         )
     S, left, pr, mv = plan_.S, plan_.left, plan_.probe, plan_.matvecs
     N = S.shape[0]
@@ -432,15 +457,15 @@ def chebyshev_solve(
             if spread > 0:
                 cap = min(cap, max(2, int(math.log(growth_limit) / spread)))
         deg = int(min(max(int(math.ceil(deg)), 2), max_degree, cap))
-        Y = _filter(
-            S,
-            X,
-            jnp.asarray(lo, dt),
-            jnp.asarray(a, dt),
-            jnp.asarray(xs_map, dt),
-            deg,
-        )
-        th, X, rs = _rayleigh_ritz(S, Y)
+        fargs = (S, X, jnp.asarray(lo, dt), jnp.asarray(a, dt), jnp.asarray(xs_map, dt), deg)
+        if timer is None:
+            Y = _filter(*fargs)
+        else:
+            Y, t_filter = timer.timed("filter", _filter, *fargs)
+            unit = timer.measure(_matmat, S, X)
+            timer.add("products", deg * unit, deg)
+            timer.add("filter recurrence", max(0.0, t_filter - deg * unit))
+        th, X, rs = _rayleigh_ritz(S, Y, timer)
         theta = np.asarray(th, np.float64)
         res = np.asarray(rs, np.float64)
         xs = np.abs(theta)
@@ -465,6 +490,10 @@ def chebyshev_solve(
         sign = jnp.where(th < 0, -1.0, 1.0).astype(dt)
         Vd = X[:, :d]
         return ChebyshevResult(jnp.abs(th), Vd * sign[None, :], Vd, sign, passes, mv, k, note)
-    s, U, V = _svd_extract(A, X, jax.random.fold_in(kr, 1), d=d, left=left)
+    ekey = jax.random.fold_in(kr, 1)
+    if timer is None:
+        s, U, V = _svd_extract(A, X, ekey, d=d, left=left)
+    else:
+        s, U, V = timer.run("extraction", _svd_extract, A, X, ekey, d=d, left=left)
     mv += k
     return ChebyshevResult(s, U, V, jnp.ones((d,), dt), passes, mv, k, note)

@@ -663,3 +663,36 @@ def test_profile_general_lanczos_counts_both_products():
     assert not sp.info.hermitian
     assert st["products"]["calls"] == 2 * sp.info.iterations  # A v and A^T u per step
     assert sp.info.converged.all()
+
+
+@pytest.mark.parametrize("precision", ["float32", "float64"], indirect=True)
+def test_lanczos_local_pass_matches_full_projection(precision):
+    """The local two-block pass (cheap products) gives the same Ritz values as without it."""
+    from _svds_problems import reference_sparse, sbm_bulk_matrix
+
+    from jaxcontext.linalg._svds import _lanczos_config
+
+    a = sbm_bulk_matrix()
+    d = 32
+    ref = reference_sparse(a, d, True)
+    op = ops.sparse_from_scipy(a.astype(precision))
+    n = a.shape[0]
+    cfg, sel, _ = _lanczos_config(
+        n, n, d, precision, hermitian=True, block_size=None, basis_size=None, maxiter=None,
+        max_basis_bytes=2**30, cheap=True,
+    )
+    assert cfg.local and cfg.reorth is not None  # auto's setting for cheap products
+    tol = 1e-4 if precision == np.float32 else 1e-10
+    outs = {}
+    for local in (True, False):
+        c = cfg._replace(local=local)
+        s, U, V, sign, est, steps, restarts = lanczos_core(
+            op, jax.random.key(0), tol, d, sel, cfg=c, hermitian=True
+        )
+        s = np.asarray(s)[:d]
+        np.testing.assert_allclose(s, ref, rtol=3 * tol)
+        Vn = np.asarray(V, np.float64)[:, :d]
+        assert np.max(np.abs(Vn.T @ Vn - np.eye(d))) < 100 * np.finfo(precision).eps * np.sqrt(d)
+        outs[local] = int(steps)
+    # the local pass does not change the Krylov space: same number of steps (within a check)
+    assert abs(outs[True] - outs[False]) <= 2, outs

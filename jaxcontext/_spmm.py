@@ -161,8 +161,17 @@ def prepare(kernel: str, rows: Any, cols: Any, vals: Any, indptr: Any, shape: An
         ([[0, 1], [4, 4], [2, 3]], [[1, 2], [0, 0], [0, 1]], [])
     """
     if kernel == "auto":
-        if jax.default_backend() not in ELL_AUTO_BACKENDS:
-            return None
+        backend = jax.default_backend()
+        if backend not in ELL_AUTO_BACKENDS:
+            if backend == "cpu" or not MEASURE_AUTO or len(np.asarray(rows)) < MEASURE_MIN_NNZ:
+                return None
+            # not measured here before: time the candidates on this matrix, on this device
+            lay = prepare("ell", rows, cols, vals, indptr, shape)
+            times = measure_kernels(rows, cols, indptr, shape, layout=lay)
+            best = min(times, key=times.get)
+            if best != "ell":
+                _MEASURED[backend] = best
+            return lay if best == "ell" else None
     elif resolve_kernel(kernel) != "ell":
         return None
     del vals
@@ -201,6 +210,61 @@ def prepare(kernel: str, rows: Any, cols: Any, vals: Any, indptr: Any, shape: An
         tail=jnp.asarray(tail),
         tail_ptr=jnp.asarray(tail_ptr),
     )
+
+
+#: Backends other than CPU (GPU, TPU): ``prepare("auto", ...)`` measures every kernel on the
+#: matrix itself, on the device, and keeps ELL's layout when ELL is fastest; otherwise the winner
+#: between the layout-free kernels becomes :func:`default_kernel`'s choice for that backend. The
+#: CPU's choices (``ELL_AUTO_BACKENDS``, ``CPU_BCSR_MIN_COLS``) were measured on a CPU and are
+#: not carried over. Set to False to skip the measurement (then ``"segment"``).
+MEASURE_AUTO = True
+#: Matrices with fewer stored entries are not measured (a product is cheap whatever the kernel).
+MEASURE_MIN_NNZ = 100_000
+#: Block width and repeats of the measurement.
+MEASURE_COLS = 32
+MEASURE_REPEATS = 3
+#: backend -> the layout-free kernel measured fastest there (last matrix measured).
+_MEASURED: dict[str, str] = {}
+
+
+def measure_kernels(
+    rows: Any, cols: Any, indptr: Any, shape: Any, *, layout: Any = None,
+    num_cols: int = MEASURE_COLS, repeats: int = MEASURE_REPEATS, dtype: Any = np.float32,
+) -> dict[str, float]:
+    """Median seconds of one ``A @ X`` (``num_cols`` columns) per kernel, on the default device.
+
+    Every kernel in :data:`KERNELS` is compiled and run once untimed, then timed ``repeats``
+    times (each waited for). ``"ell"`` is included when ``layout`` is an :class:`EllLayout`.
+    Values are ones: the cost depends on the pattern only. Used by :func:`prepare` on backends
+    whose kernel choice was never measured (see ``MEASURE_AUTO``).
+    """
+    import time
+
+    m, n = (int(s) for s in shape)
+    r = jnp.asarray(rows)
+    c = jnp.asarray(cols)
+    ptr = jnp.asarray(np.asarray(indptr).astype(np.asarray(cols).dtype))
+    v = jnp.ones(r.shape, dtype)
+    x = jnp.ones((n, num_cols), dtype)
+    out: dict[str, float] = {}
+    for name in KERNELS:
+        if name == "ell" and not isinstance(layout, EllLayout):
+            continue
+        f = jax.jit(lambda r, c, v, p, x, lay, name=name: _KERNELS[name](r, c, v, p, x, m, lay))
+        lay = layout if name == "ell" else None
+        try:
+            jax.block_until_ready(f(r, c, v, ptr, x, lay))
+        except Exception:  # a kernel the backend cannot run is not a candidate
+            continue
+        ts = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            jax.block_until_ready(f(r, c, v, ptr, x, lay))
+            ts.append(time.perf_counter() - t0)
+        out[name] = float(np.median(ts))
+    if not out:
+        raise RuntimeError("measure_kernels: no sparse product kernel ran on this backend")
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -329,11 +393,11 @@ def default_kernel(backend: str | None = None, num_cols: int | None = None) -> s
     * CPU (measured, ``benchmarks/sparse_kernels/README.md``): ``"bcsr"`` (jaxlib's Eigen CSR
       custom call, multithreaded) for ``num_cols >= CPU_BCSR_MIN_COLS``, ``"segment"`` for
       narrower blocks.
-    * GPU and other backends: **not measured**. ``"segment"`` is a reasoned default: pure XLA
-      (a fused gather, then a sorted scatter-add run with atomics), which is also what ``"bcsr"``
-      lowers to on GPU unless the global ``jax_bcoo_cusparse_lowering`` flag is set. Measure on
-      the device with ``python scripts/measure_sparse_kernels.py --variants`` (the ``csr``
-      variant is cuSPARSE there) before changing it.
+    * GPU and other backends: the kernel :func:`prepare` measured fastest on the device (when
+      an operator with at least ``MEASURE_MIN_NNZ`` entries was built there, ``MEASURE_AUTO``),
+      else ``"segment"``, a reasoned default: pure XLA (a fused gather, then a sorted
+      scatter-add run with atomics), which is also what ``"bcsr"`` lowers to on GPU unless the
+      global ``jax_bcoo_cusparse_lowering`` flag is set.
 
     Example:
         >>> default_kernel("cpu", 64), default_kernel("cpu", 1), default_kernel("gpu", 64)
@@ -344,7 +408,7 @@ def default_kernel(backend: str | None = None, num_cols: int | None = None) -> s
         if num_cols is not None and num_cols < CPU_BCSR_MIN_COLS:
             return "segment"
         return "bcsr"
-    return "segment"
+    return _MEASURED.get(backend, "segment")
 
 
 def resolve_kernel(kernel: str, num_cols: int | None = None, layout: Any = None) -> str:

@@ -68,9 +68,14 @@ def test_cli_tiny_sbm_entries_are_checked_timed_and_certified(tmp_path):
     assert entries["scipy svds arpack"]["baseline"]
     for name, e in entries.items():
         assert e["case"] == "sbm/n2400/d8"
-        assert e["status"] in ("ok", "failed"), (name, e["message"])
-        if e["status"] == "failed":  # only a peer may give up (PROPACK), with its reason
-            assert name == "scipy svds propack" and "PROPACK" in e["message"]
+        assert e["status"] in ("ok", "failed", "skipped"), (name, e["message"])
+        if e["status"] == "skipped":  # optional peers (PRIMME, cupy, torch) when unavailable
+            assert name.split()[0] in ("primme", "cupy", "torch"), name
+            assert "not installed" in e["message"] or "CUDA" in e["message"], e["message"]
+            continue
+        if e["status"] == "failed":  # only a peer may give up (PROPACK, PRIMME), with its reason
+            assert name in ("scipy svds propack", "primme svds", "primme eigsh"), name
+            assert "PROPACK" in e["message"] or "PRIMME" in e["message"]
             continue
         assert np.isfinite(e["time_median_s"]) and e["time_median_s"] > 0
         assert e["speedup"] is not None and e["baseline_impl"] == "scipy svds arpack"
@@ -83,6 +88,11 @@ def test_cli_tiny_sbm_entries_are_checked_timed_and_certified(tmp_path):
         method = "chebyshev" if name == "jaxcontext" else "lanczos"  # auto: n > 500
         assert det["method"] == method and det["converged"] == "8/8"
         assert det["matvecs"] >= 0 and det["max_residual"] <= S.TOL
+        # where the time goes: a stage profile from one more (untimed) solve
+        assert "products" in det["stages"] and "stages total" in det["stages"], det["stages"]
+        assert "orthonormalisation" in det["stages"] and "rayleigh-ritz" in det["stages"]
+    for name in ("scipy svds arpack", "scipy eigsh LM"):  # peers under one thread count
+        assert entries[name]["details"]["threads"] == S.peer_threads()
     text = md.read_text()
     assert "## Details" in text and "max_residual=" in text and "sbm/n2400/d8" in text
 
@@ -213,7 +223,7 @@ def test_cases_have_unique_names_one_baseline_and_the_right_accuracy_bars(size):
     for c in cases:
         assert sum(i.baseline for i in c.impls) == 1, c.name
         for i in c.impls:
-            approx = any(w in i.name for w in ("krylov", "randomized"))
+            approx = any(w in i.name for w in ("krylov", "randomized", "lowrank"))
             if c.params["kind"] == "rbf-free":
                 assert i.tol == S.APPROX_TOL  # no reference: the certificate bound is recorded
             else:
@@ -248,6 +258,39 @@ def test_full_sizes_are_the_acceptance_problems():
     )
     sbm_impls = {i.name for i in cases["sbm/n100000/d64"].impls}
     assert "jaxcontext[lanczos, non-hermitian]" in sbm_impls
+
+
+@pytest.mark.parametrize("size", ["tiny", "full"])
+def test_peers_eigsh_primme_and_gpu_entries(size, monkeypatch):
+    """eigsh beside svds on symmetric cases; PRIMME, cupy, torch peers present, skipped by name."""
+    for c in S.cases(size):
+        names = {i.name for i in c.impls}
+        if c.params["kind"] in ("sbm", "sbm-bulk", "rbf"):
+            assert "scipy eigsh LM" in names, c.name
+        if c.params["kind"] in ("sbm", "sbm-bulk", "knn"):
+            assert {"primme svds", "cupy svds"} <= names, c.name
+            if c.params["kind"] != "knn":  # symmetric
+                assert {"primme eigsh", "cupy eigsh", "torch lobpcg"} <= names, c.name
+        for i in c.impls:
+            if i.name.split()[0] in ("cupy", "torch") and i.skip:
+                assert "not installed" in i.skip or "CUDA" in i.skip, i.skip
+    monkeypatch.setattr(S, "_missing", lambda module: f"{module} is not installed (optional peer)")
+    knn = [c for c in S.cases("tiny") if c.params["kind"] == "knn"][0]
+    assert _impl(knn, "primme svds").skip == "primme is not installed (optional peer)"
+
+
+def test_peers_run_under_the_recorded_thread_count():
+    pytest.importorskip("threadpoolctl")
+    from threadpoolctl import threadpool_info
+
+    seen = []
+
+    def probe():
+        seen.append([p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"])
+        return 0
+
+    assert S._threaded(probe)() == 0
+    assert all(t == S.peer_threads() for t in seen[0])
 
 
 def test_bad_size_and_dtype_are_refused():

@@ -616,3 +616,102 @@ def test_sweep_over_d_compiles_block_lanczos_once(rng):
         assert "compiled for d <= 64" in sp.info.reason
         np.testing.assert_allclose(np.asarray(sp.s), lam[:d], rtol=0, atol=2e-5)
     assert lanczos_core._cache_size() == before
+
+
+# --------------------------------------------------------------------------------------------------
+# issue 12: stage profile, the local pass of block Lanczos, the filtered block's orthonormalisation
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["lanczos", "chebyshev"])
+def test_profile_reports_stages_and_changes_nothing(method):
+    """profile=True: the same solve (values, counts), with wall time per stage in info.stages."""
+    from _svds_problems import sbm_bulk_matrix
+
+    a = ops.sparse_from_scipy(sbm_bulk_matrix().astype(np.float32))
+    d = 16
+    plain = svds(a, d, method=method, hermitian=True, tol=1e-4)
+    prof = svds(a, d, method=method, hermitian=True, tol=1e-4, profile=True)
+    assert plain.info.stages is None
+    st = prof.info.stages
+    want = {"products", "orthonormalisation", "rayleigh-ritz", "certificate"}
+    want |= {"restarts"} if method == "lanczos" and prof.info.restarts else set()
+    want |= {"probe"} if method == "chebyshev" else set()
+    assert want <= set(st), sorted(st)
+    for k, v in st.items():
+        if isinstance(v, dict):
+            assert v["s"] >= 0 and v["calls"] >= 1, (k, v)
+    assert st["total_s"] == pytest.approx(sum(v["s"] for v in st.values() if isinstance(v, dict)))
+    if method == "lanczos":  # one product and one orthonormalisation per step, one RR check each
+        steps = prof.info.iterations
+        assert st["products"]["calls"] == steps and st["orthonormalisation"]["calls"] == steps
+        if prof.info.restarts:
+            assert st["restarts"]["calls"] == prof.info.restarts
+    assert prof.info.iterations == plain.info.iterations
+    assert prof.info.matvecs == plain.info.matvecs
+    np.testing.assert_allclose(np.asarray(prof.s), np.asarray(plain.s), rtol=1e-5)
+    from jaxcontext.linalg._stages import format_stages
+
+    line = format_stages(st)
+    assert "products" in line and "stages total" in line
+
+
+def test_profile_general_lanczos_counts_both_products():
+    from _svds_problems import knn_context_matrix
+
+    a = knn_context_matrix().astype(np.float32)
+    sp = svds(a, 8, method="lanczos", tol=1e-4, profile=True)
+    st = sp.info.stages
+    assert not sp.info.hermitian
+    assert st["products"]["calls"] == 2 * sp.info.iterations  # A v and A^T u per step
+    assert sp.info.converged.all()
+
+
+@pytest.mark.parametrize("precision", ["float32", "float64"], indirect=True)
+def test_lanczos_local_pass_matches_full_projection(precision):
+    """The local two-block pass (cheap products) gives the same Ritz values as without it."""
+    from _svds_problems import reference_sparse, sbm_bulk_matrix
+
+    from jaxcontext.linalg._svds import _lanczos_config
+
+    a = sbm_bulk_matrix()
+    d = 32
+    ref = reference_sparse(a, d, True)
+    op = ops.sparse_from_scipy(a.astype(precision))
+    n = a.shape[0]
+    cfg, sel, _ = _lanczos_config(
+        n, n, d, precision, hermitian=True, block_size=None, basis_size=None, maxiter=None,
+        max_basis_bytes=2**30, cheap=True,
+    )
+    assert cfg.local and cfg.reorth is not None  # auto's setting for cheap products
+    tol = 1e-4 if precision == np.float32 else 1e-10
+    outs = {}
+    for local in (True, False):
+        c = cfg._replace(local=local)
+        s, U, V, sign, est, steps, restarts = lanczos_core(
+            op, jax.random.key(0), tol, d, sel, cfg=c, hermitian=True
+        )
+        s = np.asarray(s)[:d]
+        np.testing.assert_allclose(s, ref, rtol=3 * tol)
+        Vn = np.asarray(V, np.float64)[:, :d]
+        assert np.max(np.abs(Vn.T @ Vn - np.eye(d))) < 100 * np.finfo(precision).eps * np.sqrt(d)
+        outs[local] = int(steps)
+    # the local pass does not change the Krylov space: same number of steps (within a check)
+    assert abs(outs[True] - outs[False]) <= 2, outs
+
+
+@pytest.mark.parametrize("precision", ["float32", "float64"], indirect=True)
+def test_filtered_block_orthonormalisation_handles_rank_deficiency(precision, rng):
+    """_orth_block: orthonormal to rounding on a numerically rank-deficient block, same span."""
+    from jaxcontext.linalg._chebyshev import _orth_block
+
+    n, k, r = 3000, 48, 20
+    # r strong directions, the rest 1e-9 of them (condition far past 1 / eps) plus a collapse
+    base = np.linalg.qr(rng.standard_normal((n, k)))[0]
+    scales = np.r_[np.logspace(0, -3, r), np.full(k - r, 1e-9)]
+    mix = np.linalg.qr(rng.standard_normal((k, k)))[0]
+    Y = (base * scales) @ mix
+    Q = np.asarray(_orth_block(jnp.asarray(Y, precision)), np.float64)
+    eps = np.finfo(precision).eps
+    # two rounds: about 0.05 eps k measured; one round left 3.6e-4 = 63 eps k in float32
+    assert np.max(np.abs(Q.T @ Q - np.eye(k))) < 5 * eps * k, np.max(np.abs(Q.T @ Q - np.eye(k)))
+    # the strong directions are kept (to their scale's precision)
+    assert subspace_distance(base[:, :r][:, :10], Q) < 1e3 * eps

@@ -280,3 +280,40 @@ def test_operator_scaled_keeps_kernel_exact(rng, kernel):
     Y = rng.standard_normal((a.shape[0], 3)).astype(np.float32)
     assert rel_err(B @ X, ref @ X.astype(np.float64)) < TOL
     assert rel_err(B.rmatmat(Y), ref.T @ Y.astype(np.float64)) < TOL
+
+
+# --------------------------------------------------------------------------------------------------
+# issue 12 item 4: off the CPU, "auto" picks the kernel by measuring on the device
+# --------------------------------------------------------------------------------------------------
+def test_measure_kernels_times_every_kernel(rng):
+    a = awkward_matrix(rng)
+    coo = a.tocoo()
+    lay = _spmm.prepare("ell", coo.row, coo.col, coo.data, a.indptr, a.shape)
+    t = _spmm.measure_kernels(
+        coo.row, coo.col, a.indptr, a.shape, layout=lay, num_cols=4, repeats=1
+    )
+    assert set(t) == set(KERNELS) and all(v > 0 for v in t.values())
+    t2 = _spmm.measure_kernels(coo.row, coo.col, a.indptr, a.shape, num_cols=4, repeats=1)
+    assert set(t2) == {"segment", "bcsr"}  # no layout: no ELL
+
+
+@pytest.mark.parametrize("winner", ["ell", "bcsr", "segment"])
+def test_auto_on_an_unmeasured_backend_follows_the_measurement(rng, monkeypatch, winner):
+    """As on a GPU: prepare('auto') keeps ELL's layout iff ELL won, else sets the default."""
+    a = awkward_matrix(rng)
+    coo = a.tocoo()
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    monkeypatch.setattr(_spmm, "MEASURE_MIN_NNZ", 0)
+    monkeypatch.setattr(_spmm, "_MEASURED", {})
+    fake = {"segment": 3.0, "bcsr": 2.0, "ell": 1.0}
+    fake = {k: (0.5 if k == winner else v + 1.0) for k, v in fake.items()}
+    monkeypatch.setattr(_spmm, "measure_kernels", lambda *a, **k: dict(fake))
+    lay = _spmm.prepare("auto", coo.row, coo.col, coo.data, a.indptr, a.shape)
+    if winner == "ell":
+        assert isinstance(lay, _spmm.EllLayout)
+        assert _spmm.default_kernel("gpu") == "segment"  # nothing layout-free was measured
+    else:
+        assert lay is None
+        assert _spmm.default_kernel("gpu") == winner
+    monkeypatch.setattr(_spmm, "MEASURE_AUTO", False)
+    assert _spmm.prepare("auto", coo.row, coo.col, coo.data, a.indptr, a.shape) is None

@@ -186,9 +186,71 @@ def _jax_details(out: Any, data: Any) -> dict:
 
 def _peer_details(extra: dict):
     def details(out: Any, data: Any) -> dict:
-        res = dict(extra)
+        res = {**extra, **_thread_note()}
         if getattr(data, "mul", None) is not None and str(out.ref) == "s":
             res["max_residual"] = _certificate(data.mul, data.rmul, out.s, out.U, out.V)
+        return res
+
+    return details
+
+
+def peer_threads() -> int:
+    """Threads every CPU peer runs with: the usable cores (XLA's intra-op pool uses as many)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _threaded(fn):
+    """``fn`` under ``threadpool_limits(peer_threads())`` (BLAS and OpenMP pools), when available.
+
+    Every peer then runs with the same thread count as jaxcontext's XLA pool, whatever a library
+    defaults to (scipy's ARPACK calls OpenBLAS; PRIMME links its own BLAS).
+    """
+
+    def run(*args):
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # pragma: no cover - optional
+            return fn(*args)
+        with threadpool_limits(limits=peer_threads()):
+            return fn(*args)
+
+    return run
+
+
+def _thread_note() -> dict:
+    try:
+        import threadpoolctl  # noqa: F401
+
+        how = "threadpoolctl"
+    except ImportError:  # pragma: no cover - optional
+        how = "library default (threadpoolctl missing)"
+    return {"threads": peer_threads(), "threads_set_by": how}
+
+
+def _stage_line(stages: Any) -> str:
+    from jaxcontext.linalg._stages import format_stages
+
+    return format_stages(stages)
+
+
+def _profiled_details(profile):
+    """Details of a jaxcontext entry plus ``stages``: where the time goes, from one more solve.
+
+    ``profile(data)`` runs the same solve with ``svds(..., profile=True)`` (every stage its own
+    compiled call, timed apart: see :mod:`jaxcontext.linalg._stages`), untimed by the harness.
+    The stage times add up to more than the fused solve's (no fusion across stages, a host round
+    trip after each): read them as shares.
+    """
+
+    def details(out: Any, data: Any) -> dict:
+        res = _jax_details(out, data)
+        res["threads"] = f"XLA {peer_threads()} (BLAS inside svds: 1)"
+        if profile is not None:
+            sp_ = profile(data)
+            res["stages"] = _stage_line(sp_.info.stages)
         return res
 
     return details
@@ -453,14 +515,32 @@ def _in_dtype(out: Any, dtype: Any) -> Any:
     return out
 
 
-def _svds_fn(method: str, d: int, *, hermitian: bool | None, dtype: Any, tol: float = TOL):
+def _svds_fn(
+    method: str, d: int, *, hermitian: bool | None, dtype: Any, tol: float = TOL,
+    profile: bool = False,
+):
     def fn(op):
         from jaxcontext.linalg import svds
 
-        out = svds(op, d, key=0, method=method, tol=tol, hermitian=hermitian, on_fail="ignore")
+        out = svds(
+            op, d, key=0, method=method, tol=tol, hermitian=hermitian, on_fail="ignore",
+            profile=profile,
+        )
         return _in_dtype(out, dtype)
 
     return fn
+
+
+# jaxcontext entries whose details carry a stage profile (one more, untimed, solve each)
+PROFILED_METHODS = ("auto", "lanczos")
+
+
+def _jax_entry_details(method: str, d: int, *, hermitian: bool | None, dtype: Any, op_of):
+    """Details of a jaxcontext entry, with the stage profile for :data:`PROFILED_METHODS`."""
+    if method not in PROFILED_METHODS:
+        return _profiled_details(None)
+    fn = _svds_fn(method, d, hermitian=hermitian, dtype=dtype, profile=True)
+    return _profiled_details(lambda g: fn(op_of(g)))
 
 
 def _arpack_svds(a, d):
@@ -509,6 +589,126 @@ def _kernel_pca(K, d):
     return Solved(lam, None, None, ref="centered")
 
 
+def _primme_svds(a, d):
+    import primme
+
+    from ._harness import ImplFailed
+
+    try:
+        u, s, vt = primme.svds(a, k=d, tol=TOL, which="LM")
+    except Exception as e:  # PrimmeSvdsError and friends: a documented give-up, recorded
+        raise ImplFailed(f"PRIMME svds: {type(e).__name__}: {e}") from e
+    o = np.argsort(s)[::-1]
+    return Solved(s[o], u[:, o], vt[o].T)
+
+
+def _primme_eigsh(a, d):
+    import primme
+
+    from ._harness import ImplFailed
+
+    try:
+        w, v = primme.eigsh(a, k=d, which="LM", tol=TOL)
+    except Exception as e:
+        raise ImplFailed(f"PRIMME eigsh: {type(e).__name__}: {e}") from e
+    o = np.argsort(np.abs(w))[::-1]
+    w, v = w[o], v[:, o]
+    return Solved(np.abs(w), v * np.where(w < 0, -1.0, 1.0).astype(v.dtype), v)
+
+
+def _missing(module: str) -> str | None:
+    """A skip reason when ``module`` is not importable, else None."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        return f"{module} is not installed (optional peer)"
+    return None
+
+
+def _cuda_skip(module: str) -> str | None:
+    """A skip reason for a GPU peer: ``module`` missing, or no CUDA device it can use."""
+    why = _missing(module)
+    if why is not None:
+        return why
+    try:
+        if module == "cupy":
+            import cupy
+
+            if cupy.cuda.runtime.getDeviceCount() < 1:
+                return "cupy: no CUDA device"
+        elif module == "torch":
+            import torch
+
+            if not torch.cuda.is_available():
+                return "torch: no CUDA device (torch peers run on the GPU only)"
+    except Exception as e:  # a broken driver or runtime is a skip, not a crash
+        return f"{module}: CUDA unavailable ({type(e).__name__}: {e})"
+    return None
+
+
+def _to_cupy(a):
+    import cupyx.scipy.sparse as csp
+
+    return csp.csr_matrix(a)
+
+
+def _cupy_sync():
+    import cupy
+
+    cupy.cuda.Stream.null.synchronize()
+
+
+def _cupy_svds(a, d):
+    import cupy
+    import cupyx.scipy.sparse.linalg as cla
+
+    u, s, vt = cla.svds(a, k=d, tol=TOL, which="LM")
+    _cupy_sync()
+    u, s, vt = cupy.asnumpy(u), cupy.asnumpy(s), cupy.asnumpy(vt)
+    o = np.argsort(s)[::-1]
+    return Solved(s[o], u[:, o], vt[o].T)
+
+
+def _cupy_eigsh(a, d):
+    import cupy
+    import cupyx.scipy.sparse.linalg as cla
+
+    w, v = cla.eigsh(a, k=d, which="LM", tol=TOL)
+    _cupy_sync()
+    w, v = cupy.asnumpy(w), cupy.asnumpy(v)
+    o = np.argsort(np.abs(w))[::-1]
+    w, v = w[o], v[:, o]
+    return Solved(np.abs(w), v * np.where(w < 0, -1.0, 1.0).astype(v.dtype), v)
+
+
+def _to_torch(a):
+    import torch
+
+    c = a.tocoo()
+    idx = torch.as_tensor(np.vstack([c.row, c.col]).astype(np.int64))
+    t = torch.sparse_coo_tensor(idx, torch.as_tensor(c.data), c.shape).coalesce()
+    return t.to_sparse_csr().to("cuda")
+
+
+def _torch_lobpcg(a, d):
+    import torch
+
+    w, v = torch.lobpcg(a, k=d, largest=True, tol=TOL)
+    torch.cuda.synchronize()
+    w, v = w.cpu().numpy(), v.cpu().numpy()
+    o = np.argsort(np.abs(w))[::-1]
+    w, v = w[o], v[:, o]
+    return Solved(np.abs(w), v * np.where(w < 0, -1.0, 1.0).astype(v.dtype), v)
+
+
+def _torch_svd_lowrank(a, d, n_iter):
+    import torch
+
+    u, s, v = torch.svd_lowrank(a, q=d + 10, niter=n_iter)
+    torch.cuda.synchronize()
+    return Solved(s[:d].cpu().numpy(), u[:, :d].cpu().numpy(), v[:, :d].cpu().numpy())
+
+
 def _sklearn_n_iter(n: int, d: int) -> int:
     """scikit-learn's ``n_iter="auto"`` rule: 7 when ``d < 0.1 min(m, n)``, else 4."""
     return 7 if d < 0.1 * n else 4
@@ -534,7 +734,9 @@ def _jax_impls(
                 lambda g: (op_of(g),),
                 _svds_fn(method, d, hermitian=hermitian, dtype=dtype),
                 tol=tol,
-                details=_jax_details,
+                details=_jax_entry_details(
+                    method, d, hermitian=hermitian, dtype=dtype, op_of=op_of
+                ),
                 probe_memory=False,
                 note=f"svds(method={method!r}, tol={TOL}, hermitian={hermitian})",
             )
@@ -559,7 +761,7 @@ def _peer_impls(d: int, n: int, *, symmetric: bool, dense: bool) -> list[Impl]:
         Impl(
             "scipy svds arpack",
             lambda g: (g.a32, d),
-            _arpack_svds,
+            _threaded(_arpack_svds),
             baseline=not dense,
             details=_peer_details({"tol": TOL}),
             probe_memory=False,
@@ -571,7 +773,7 @@ def _peer_impls(d: int, n: int, *, symmetric: bool, dense: bool) -> list[Impl]:
             Impl(
                 "scipy eigsh LM",
                 lambda g: (g.a32, d, np.full(g.a32.shape[0], 1.0, g.a32.dtype)),
-                _eigsh_lm,
+                _threaded(_eigsh_lm),
                 baseline=dense,
                 details=_peer_details({"tol": TOL}),
                 probe_memory=False,
@@ -583,7 +785,7 @@ def _peer_impls(d: int, n: int, *, symmetric: bool, dense: bool) -> list[Impl]:
             Impl(
                 "scipy svds propack",
                 lambda g: (g.a32, d),
-                _propack_svds,
+                _threaded(_propack_svds),
                 details=_peer_details({"tol": TOL}),
                 probe_memory=False,
                 note=f"scipy.sparse.linalg.svds(A, k={d}, tol={TOL}, solver='propack')",
@@ -599,11 +801,91 @@ def _peer_impls(d: int, n: int, *, symmetric: bool, dense: bool) -> list[Impl]:
         Impl(
             "sklearn randomized_svd",
             lambda g: (g.a32, d, n_iter),
-            _randomized_svd,
+            _threaded(_randomized_svd),
             tol=APPROX_TOL,
             details=_peer_details({"n_iter": n_iter}),
             probe_memory=False,
             note=f"randomized_svd(A, n_components={d}, n_iter={n_iter}, random_state=0)",
+        )
+    )
+    impls += _optional_peers(d, n, symmetric=symmetric, dense=dense, n_iter=n_iter)
+    return impls
+
+
+def _optional_peers(d: int, n: int, *, symmetric: bool, dense: bool, n_iter: int) -> list[Impl]:
+    """PRIMME (CPU), cupy and torch (GPU) peers: entries skipped with a note when unavailable.
+
+    Sparse cases only (the materialised kernel is a dense matrix; its peers are ARPACK's).
+    """
+    if dense:
+        return []
+    impls = [
+        Impl(
+            "primme svds",
+            lambda g: (g.a32, d),
+            _threaded(_primme_svds),
+            details=_peer_details({"tol": TOL}),
+            probe_memory=False,
+            note=f"primme.svds(A, k={d}, tol={TOL}) (default method)",
+            skip=_missing("primme"),
+        )
+    ]
+    if symmetric:
+        impls.append(
+            Impl(
+                "primme eigsh",
+                lambda g: (g.a32, d),
+                _threaded(_primme_eigsh),
+                details=_peer_details({"tol": TOL}),
+                probe_memory=False,
+                note=f"primme.eigsh(A, k={d}, which='LM', tol={TOL}) (default method), |lambda|",
+                skip=_missing("primme"),
+            )
+        )
+    impls.append(
+        Impl(
+            "cupy svds",
+            lambda g: (_to_cupy(g.a32), d),
+            _cupy_svds,
+            details=_peer_details({"tol": TOL, "device": "cuda"}),
+            probe_memory=False,
+            note=f"cupyx.scipy.sparse.linalg.svds(A, k={d}, tol={TOL}) on the GPU",
+            skip=_cuda_skip("cupy"),
+        )
+    )
+    if symmetric:
+        impls.append(
+            Impl(
+                "cupy eigsh",
+                lambda g: (_to_cupy(g.a32), d),
+                _cupy_eigsh,
+                details=_peer_details({"tol": TOL, "device": "cuda"}),
+                probe_memory=False,
+                note=f"cupyx.scipy.sparse.linalg.eigsh(A, k={d}, which='LM', tol={TOL}) on the GPU",
+                skip=_cuda_skip("cupy"),
+            )
+        )
+        impls.append(
+            Impl(
+                "torch lobpcg",
+                lambda g: (_to_torch(g.a32), d),
+                _torch_lobpcg,
+                details=_peer_details({"tol": TOL, "device": "cuda"}),
+                probe_memory=False,
+                note=f"torch.lobpcg(A, k={d}, largest=True, tol={TOL}) on the GPU (CSR tensor)",
+                skip=_cuda_skip("torch"),
+            )
+        )
+    impls.append(
+        Impl(
+            "torch svd_lowrank",
+            lambda g: (_to_torch(g.a32), d, n_iter),
+            _torch_svd_lowrank,
+            tol=APPROX_TOL,
+            details=_peer_details({"niter": n_iter, "device": "cuda"}),
+            probe_memory=False,
+            note=f"torch.svd_lowrank(A, q={d + 10}, niter={n_iter}) on the GPU (approximate)",
+            skip=_cuda_skip("torch"),
         )
     )
     return impls
@@ -702,12 +984,17 @@ def _sbm_bulk_case(n, b, deg_in, deg_out, d, dtype, seed, size) -> Case:
 
         return _in_dtype(svds(a, d), dtype)
 
+    def profiled(g):
+        from jaxcontext.linalg import svds
+
+        return svds(g.a32, d, profile=True)
+
     impls = [
         Impl(
             "jaxcontext",
             lambda g: (g.a32,),
             defaults,
-            details=_jax_details,
+            details=_profiled_details(profiled),
             probe_memory=False,
             note=f"svds(A, {d}) with A the scipy CSR matrix and every other argument at its "
             "default (tol = sqrt(eps), hermitian unset: probed)",
@@ -726,13 +1013,17 @@ def _sbm_bulk_case(n, b, deg_in, deg_out, d, dtype, seed, size) -> Case:
                 lambda g: (g.a32,),
                 _svds_fn(method, d, hermitian=None, dtype=dtype),
                 tol=tol,
-                details=_jax_details,
+                details=_jax_entry_details(
+                    method, d, hermitian=None, dtype=dtype, op_of=lambda g: g.a32
+                ),
                 probe_memory=False,
                 note=f"svds(A, method={method!r}, tol={TOL}) on the scipy CSR matrix",
             )
         )
     impls += [
-        i for i in _peer_impls(d, n, symmetric=True, dense=False) if "randomized" not in i.name
+        i
+        for i in _peer_impls(d, n, symmetric=True, dense=False)
+        if "randomized" not in i.name and "lowrank" not in i.name
     ]
     return Case(
         SUITE,
@@ -850,12 +1141,14 @@ def _rbf_case(m, dim, d, dtype, seed, size) -> Case:
         return _rbf_matrix_free(g.x, g.gamma, g.dis)
 
     def jax_impl(name, op_of, method, note, tol=None):
+        # matrix-free solves are not profiled (each takes minutes; the kernel is the product)
+        m_prof = method if op_of is dense_op else "none"
         return Impl(
             name,
             lambda g: (op_of(g),),
             _svds_fn(method, d, hermitian=True, dtype=dtype),
             tol=tol,
-            details=_jax_details,
+            details=_jax_entry_details(m_prof, d, hermitian=True, dtype=dtype, op_of=op_of),
             probe_memory=False,
             note=note,
         )

@@ -155,6 +155,7 @@ def finish(
     hermitian: bool,
     declared: bool = True,
     key: jax.Array | None = None,
+    timer: Any = None,
 ) -> Spectrum:
     """Fix signs, certify with fresh products, check finiteness and convergence, build the result.
 
@@ -170,9 +171,14 @@ def finish(
     sym_cert = hermitian and declared
     probe = PROBE_COLUMNS if sym_cert else 0
     key = jax.random.key(0) if key is None else key
-    U, V, res, (delta, scale) = _certify(
-        A, s, U, V, sign, key, hermitian=sym_cert, probe=probe
-    )
+    if timer is not None:
+        U, V, res, (delta, scale) = timer.run(
+            "certificate", _certify, A, s, U, V, sign, key, hermitian=sym_cert, probe=probe
+        )
+    else:
+        U, V, res, (delta, scale) = _certify(
+            A, s, U, V, sign, key, hermitian=sym_cert, probe=probe
+        )
     matvecs = int(matvecs) + (d + 2 * probe if sym_cert else 2 * d)
     res_np = np.asarray(res)
     if probe:

@@ -57,6 +57,7 @@ class LanczosConfig(NamedTuple):
     growth: float
     reorth: float | None
     shapes: tuple[tuple[int, int], ...] = ()  # (basis size, kept at a restart), multiples of b
+    local: bool = False  # project out the last two blocks before the basis (see _orth_into)
 
 
 class _Sizes(NamedTuple):
@@ -192,7 +193,22 @@ def _fill(G: jax.Array, steps: jax.Array) -> jax.Array:  # G: (rows, b)
 
 
 def _orth_into(W, basis, ncols, fill, cfg: LanczosConfig):
-    """Orthonormalise ``W`` against the first ``ncols`` columns of ``basis`` (chunked products)."""
+    """Orthonormalise ``W`` against the first ``ncols`` columns of ``basis`` (chunked products).
+
+    With ``cfg.local`` (used with ``cfg.reorth``), the last ``2 b`` filled rows of the basis (the
+    blocks the three-term recurrence couples ``W`` to) are projected out first, a cheap product
+    with ``2 b`` rows. What is left has only rounding-level components along the rest of the
+    basis, so the full projection that follows rarely loses more than ``1 - reorth`` of a
+    column's norm and its second pass (a second sweep over the whole basis) is skipped; without
+    the local pass the three-term couplings themselves trip that test on most steps.
+    """
+    Cl = None
+    if cfg.local:
+        n = W.shape[0]
+        start = jnp.maximum(jnp.asarray(ncols, jnp.int32) - 2 * cfg.b, 0)
+        L = jax.lax.dynamic_slice(basis, ix(start, 0), (2 * cfg.b, n))  # rows past ncols are 0
+        Cl = mm(L, W)
+        W = W - mm(Cl.T, L).T
     o = _orthonormalize(
         W,
         _Basis(basis, ncols, cfg.chunk),
@@ -200,37 +216,68 @@ def _orth_into(W, basis, ncols, fill, cfg: LanczosConfig):
         reorth=cfg.reorth,
         rank_tol=100.0 * float(jnp.finfo(W.dtype).eps) * max(1.0, cfg.b**0.5),
     )
-    return o.Q, o.R, o.C
+    C = o.C
+    if Cl is not None:
+        C = C + jax.lax.dynamic_update_slice(jnp.zeros_like(C), Cl, ix(start, 0))
+    return o.Q, o.R, C
 
 
-def _step(A, st: _State, G, cfg: LanczosConfig, hermitian: bool) -> _State:
+def _product(A, st: _State, cfg: LanczosConfig) -> jax.Array:
+    """``A V_j`` for the newest block ``V_j`` (rows ``c:c+b`` of the transposed basis)."""
+    n = st.V.shape[1]
+    Vj = jax.lax.dynamic_slice(st.V, ix(st.c, 0), (cfg.b, n)).T
+    return A.matmat(Vj)
+
+
+def _absorb(st: _State, W, G, cfg: LanczosConfig) -> _State:
+    """Symmetric step, after the product: orthonormalise ``W = A V_j`` into the basis."""
     b, K = cfg.b, cfg.K
     c = st.c
     n = st.V.shape[1]
-    Vj = jax.lax.dynamic_slice(st.V, ix(c, 0), (b, n)).T
     rows = st.H.shape[0]
     locked = jnp.pad(st.locked, (0, rows - K))[:, None]
-    if hermitian:
-        W = A.matmat(Vj)
-        Q, R, C = _orth_into(W, st.V, c + b, _fill(G, st.steps)[:n], cfg)
-        C = jnp.where(locked, 0.0, C[:rows])  # locked vectors: coupling dropped
-        col = jax.lax.dynamic_update_slice(C, R, ix(c + b, 0))
-        H = jax.lax.dynamic_update_slice(st.H, col, ix(0, c))
-        V = jax.lax.dynamic_update_slice(st.V, Q.T, ix(c + b, 0))
-        return st._replace(V=V, H=H, c=c + b, steps=st.steps + 1)
+    Q, R, C = _orth_into(W, st.V, c + b, _fill(G, st.steps)[:n], cfg)
+    C = jnp.where(locked, 0.0, C[:rows])  # locked vectors: coupling dropped
+    col = jax.lax.dynamic_update_slice(C, R, ix(c + b, 0))
+    H = jax.lax.dynamic_update_slice(st.H, col, ix(0, c))
+    V = jax.lax.dynamic_update_slice(st.V, Q.T, ix(c + b, 0))
+    return st._replace(V=V, H=H, c=c + b, steps=st.steps + 1)
+
+
+def _absorb_left(st: _State, W, G, cfg: LanczosConfig) -> tuple[_State, jax.Array]:
+    """General step, first half: orthonormalise ``W = A V_j`` into the left basis ``U``."""
+    K = cfg.K
+    c = st.c
     m = st.U.shape[1]
-    W = A.matmat(Vj)
+    rows = st.H.shape[0]
+    locked = jnp.pad(st.locked, (0, rows - K))[:, None]
     Qu, R, C = _orth_into(W, st.U, c, _fill(G, st.steps)[:m], cfg)
     C = jnp.pad(C, ((0, max(0, rows - C.shape[0])), (0, 0)))[:rows]
     C = jnp.where(locked, 0.0, C)
     col = jax.lax.dynamic_update_slice(C, R, ix(c, 0))
     H = jax.lax.dynamic_update_slice(st.H, col, ix(0, c))
     U = jax.lax.dynamic_update_slice(st.U, Qu.T, ix(c, 0))
-    Z = A.rmatmat(Qu)
+    return st._replace(U=U, H=H), Qu
+
+
+def _absorb_right(st: _State, Z, G, cfg: LanczosConfig) -> _State:
+    """General step, second half: orthonormalise ``Z = A^T U_j`` into the right basis ``V``."""
+    b = cfg.b
+    c = st.c
+    n = st.V.shape[1]
     Qv, S, _ = _orth_into(Z, st.V, c + b, _fill(G, st.steps + 1)[:n], cfg)
-    H = jax.lax.dynamic_update_slice(H, S.T, ix(c, c + b))
+    H = jax.lax.dynamic_update_slice(st.H, S.T, ix(c, c + b))
     V = jax.lax.dynamic_update_slice(st.V, Qv.T, ix(c + b, 0))
-    return st._replace(V=V, U=U, H=H, c=c + b, steps=st.steps + 1)
+    return st._replace(V=V, H=H, c=c + b, steps=st.steps + 1)
+
+
+def _step(A, st: _State, G, cfg: LanczosConfig, hermitian: bool) -> _State:
+    """One block step: product(s) and orthonormalisation into the basis."""
+    W = _product(A, st, cfg)
+    if hermitian:
+        return _absorb(st, W, G, cfg)
+    st, Qu = _absorb_left(st, W, G, cfg)
+    return _absorb_right(st, A.rmatmat(Qu), G, cfg)
 
 
 def _rotate(K: int, k: int, V, U, Y, X, *, b: int, hermitian: bool):
@@ -322,16 +369,8 @@ def _combine(Bt: jax.Array, Y: jax.Array, nrows: jax.Array, chunk: int) -> jax.A
     return jax.lax.fori_loop(0, nchunks, add, jnp.zeros((n, Y.shape[1]), Bt.dtype))
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "hermitian"))
-def lanczos_core(A, key, tol, want, sel, *, cfg: LanczosConfig, hermitian: bool):
-    """Run the restarted block Lanczos / Golub-Kahan iteration; returns raw Ritz data.
-
-    Two nested loops: the inner one expands the basis block by block (with checks), the outer one
-    restarts a full basis; the basis only flows through loop carries, never through a conditional
-    (no copies). ``want`` (dynamic, ``1 <= want <= cfg.d``) is the number of triplets the
-    convergence test waits for and ``sel`` (dynamic) picks the basis and restart sizes from
-    ``cfg.shapes``; ``cfg.d`` triplets are returned.
-    """
+def _init(A, key, tol, want, sel, *, cfg: LanczosConfig, hermitian: bool):
+    """Start state, the fill block, the dynamic sizes and the internal tolerance."""
     m, n = A.shape
     dt = A.dtype
     b, K = cfg.b, cfg.K
@@ -362,27 +401,23 @@ def lanczos_core(A, key, tol, want, sel, *, cfg: LanczosConfig, hermitian: bool)
     # converge the residual estimates to a margin below tol: the certificate recomputes them with
     # fresh products, which in float32 differ from the estimates by a few percent (measured: a
     # triplet estimated at tol certified at 1.0003 tol on a 5000-node block model)
-    tol = jnp.asarray(TOL_MARGIN * tol, dt)
+    return st, G, sz, jnp.asarray(TOL_MARGIN * tol, dt)
 
-    def expand(st):
-        def cond(st):
-            return (~st.done) & (st.c < sz.K) & (st.steps < sz.max_steps)
 
-        def body(st):
-            return _check(_step(A, st, G, cfg, hermitian), cfg, hermitian, tol, sz)
+def _expanding(st: _State, sz: _Sizes) -> jax.Array:
+    return (~st.done) & (st.c < sz.K) & (st.steps < sz.max_steps)
 
-        return jax.lax.while_loop(cond, body, st)
 
-    def cycle_cond(st):
-        return (~st.done) & (st.restarts < cfg.max_restarts) & (st.steps < sz.max_steps)
+def _cycling(st: _State, cfg: LanczosConfig, sz: _Sizes) -> jax.Array:
+    return (~st.done) & (st.restarts < cfg.max_restarts) & (st.steps < sz.max_steps)
 
-    st = expand(st)
-    st = jax.lax.while_loop(
-        cycle_cond, lambda st: expand(_restart(st, cfg, hermitian, tol, sz)), st
-    )
+
+def _extract(st: _State, *, cfg: LanczosConfig, hermitian: bool):
+    """The top ``d`` Ritz vectors ``V Y_d`` (and ``U X_d``), values, signs and estimates."""
     theta, est = st.theta, st.est
     d = cfg.d
-    # the top d Ritz vectors V Y_d (and U X_d); Y's rows past the filled size are zero
+    dt = st.V.dtype
+    # Y's rows past the filled size are zero
     Vd = _combine(st.V, st.Y[:, :d], st.c, cfg.chunk)
     if hermitian:
         s = jnp.abs(theta[:d])
@@ -392,4 +427,85 @@ def lanczos_core(A, key, tol, want, sel, *, cfg: LanczosConfig, hermitian: bool)
         s = theta[:d]
         sign = jnp.ones((d,), dt)
         Ud = _combine(st.U, st.X[:, :d], st.c, cfg.chunk)
-    return s, Ud, Vd, sign, est[:d], st.steps, st.restarts
+    return s, Ud, Vd, sign, est[:d]
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "hermitian"))
+def lanczos_core(A, key, tol, want, sel, *, cfg: LanczosConfig, hermitian: bool):
+    """Run the restarted block Lanczos / Golub-Kahan iteration; returns raw Ritz data.
+
+    Two nested loops: the inner one expands the basis block by block (with checks), the outer one
+    restarts a full basis; the basis only flows through loop carries, never through a conditional
+    (no copies). ``want`` (dynamic, ``1 <= want <= cfg.d``) is the number of triplets the
+    convergence test waits for and ``sel`` (dynamic) picks the basis and restart sizes from
+    ``cfg.shapes``; ``cfg.d`` triplets are returned.
+    """
+    st, G, sz, tol = _init(A, key, tol, want, sel, cfg=cfg, hermitian=hermitian)
+
+    def expand(st):
+        def body(st):
+            return _check(_step(A, st, G, cfg, hermitian), cfg, hermitian, tol, sz)
+
+        return jax.lax.while_loop(lambda st: _expanding(st, sz), body, st)
+
+    st = expand(st)
+    st = jax.lax.while_loop(
+        lambda st: _cycling(st, cfg, sz),
+        lambda st: expand(_restart(st, cfg, hermitian, tol, sz)),
+        st,
+    )
+    s, Ud, Vd, sign, est = _extract(st, cfg=cfg, hermitian=hermitian)
+    return s, Ud, Vd, sign, est, st.steps, st.restarts
+
+
+# Stage kernels of :func:`lanczos_profile`: each stage of the loop above as its own compiled call
+# (the state is donated, so the basis is updated in place as in the loop).
+_j_init = jax.jit(_init, static_argnames=("cfg", "hermitian"))
+_j_product = jax.jit(_product, static_argnames=("cfg",))
+_j_rproduct = jax.jit(lambda A, Q: A.rmatmat(Q))
+_j_absorb = jax.jit(_absorb, static_argnames=("cfg",), donate_argnums=(0,))
+_j_absorb_left = jax.jit(_absorb_left, static_argnames=("cfg",), donate_argnums=(0,))
+_j_absorb_right = jax.jit(_absorb_right, static_argnames=("cfg",), donate_argnums=(0,))
+_j_check = jax.jit(_check, static_argnames=("cfg", "hermitian"), donate_argnums=(0,))
+_j_restart = jax.jit(_restart, static_argnames=("cfg", "hermitian"), donate_argnums=(0,))
+_j_extract = jax.jit(_extract, static_argnames=("cfg", "hermitian"))
+
+
+def lanczos_profile(A, key, tol, want, sel, *, cfg: LanczosConfig, hermitian: bool, timer):
+    """:func:`lanczos_core` driven from the host, each stage timed by ``timer`` (a StageTimer).
+
+    The same stage functions in the same order as the compiled loop (so the same products,
+    steps and restarts), each its own compiled call waited for: ``products``,
+    ``orthonormalisation`` (projection against the basis, CholeskyQR, the basis update),
+    ``rayleigh-ritz`` (the convergence check: small eigen/SVD problem and residual estimates, run
+    on the check schedule), ``restarts`` (the rotation ``V Y_k``) and ``extraction``.
+    """
+    st, G, sz, tol = timer.run(
+        "setup", _j_init, A, key, tol, want, sel, cfg=cfg, hermitian=hermitian
+    )
+
+    def expand(st):
+        while bool(_expanding(st, sz)):
+            W = timer.run("products", _j_product, A, st, cfg=cfg)
+            if hermitian:
+                st = timer.run("orthonormalisation", _j_absorb, st, W, G, cfg=cfg, donate=True)
+            else:
+                st, Qu = timer.run(
+                    "orthonormalisation", _j_absorb_left, st, W, G, cfg=cfg, donate=True
+                )
+                Z = timer.run("products", _j_rproduct, A, Qu)
+                st = timer.run(
+                    "orthonormalisation", _j_absorb_right, st, Z, G, cfg=cfg, donate=True
+                )
+            st = timer.run(
+                "rayleigh-ritz", _j_check, st, cfg, hermitian, tol, sz, donate=True
+            )
+        return st
+
+    st = expand(st)
+    while bool(_cycling(st, cfg, sz)):
+        st = expand(
+            timer.run("restarts", _j_restart, st, cfg, hermitian, tol, sz, donate=True)
+        )
+    s, Ud, Vd, sign, est = timer.run("extraction", _j_extract, st, cfg=cfg, hermitian=hermitian)
+    return s, Ud, Vd, sign, est, st.steps, st.restarts

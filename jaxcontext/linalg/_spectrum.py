@@ -46,6 +46,9 @@ class SolverInfo(NamedTuple):
         basis_size: largest number of basis columns held (per side).
         hermitian: whether the symmetric path ran (``U = V`` up to signs), declared by the caller
             or found by the symmetry probe (``reason`` says which).
+        stages: with ``svds(..., profile=True)``, wall time per stage of the solve
+            (``{stage: {"s": seconds, "calls": n}}`` plus ``"total_s"``, ``"warmup_s"``,
+            ``"other_s"``; see :mod:`jaxcontext.linalg._stages`), else None.
     """
 
     method: str
@@ -58,6 +61,7 @@ class SolverInfo(NamedTuple):
     block_size: int
     basis_size: int
     hermitian: bool
+    stages: dict | None = None
 
 
 class Spectrum(NamedTuple):

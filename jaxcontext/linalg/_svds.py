@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import jax
@@ -14,9 +15,10 @@ from ._chebyshev import plan as chebyshev_plan
 from ._common import ON_FAIL, as_key, blas_single_thread, default_tol, finish
 from ._dense import dense_solve
 from ._krylov import krylov_core
-from ._lanczos import LanczosConfig, lanczos_core
+from ._lanczos import LanczosConfig, lanczos_core, lanczos_profile
 from ._randomized import randomized_core
 from ._spectrum import Spectrum
+from ._stages import StageTimer
 from ._symmetry import SYMMETRIC_EPS, symmetry_probe
 
 METHODS = ("auto", "dense", "randomized", "krylov", "lanczos", "chebyshev")
@@ -99,6 +101,11 @@ BASIS_PER_D_CHEAP = 3
 # Gragg, Kaufman & Stewart; orthogonality stays at the level of eps): on the 100k-node block model
 # above, 9.8 s against 11.2 s (same products and accuracy, same run, loaded machine).
 REORTH_CHEAP = 2.0**-0.5
+# ... and the last two blocks are projected out first (LanczosConfig.local, a 2-block product):
+# the three-term couplings otherwise trip that test on most steps, so each step swept the whole
+# basis twice. 100k-node bulk block model (d = 64, block 8, basis 192; 250 steps, 2000 product
+# columns either way), same process, interleaved, 3 runs each, load 6-8 on 2 cores: process CPU
+# time 27.7 s against 31.5 s, wall 58.9 s against 65.6 s (medians), values within 2.5e-6.
 
 # lanczos: default block for operators that recompute a kernel in every product (matrix-free
 # KernelOperator, alone or composed). Such a pass costs about (dim + 10) column products before its
@@ -257,6 +264,7 @@ def _lanczos_config(
         growth=0.1,
         reorth=REORTH_CHEAP if cheap else None,
         shapes=shapes,
+        local=cheap,
     )
     return cfg, shapes.index((mine[0], mine[1])), notes
 
@@ -343,6 +351,7 @@ def svds(
     dense_float64: bool = False,
     max_basis_bytes: int = 2**30,
     bound: float | None = None,
+    profile: bool = False,
 ) -> Spectrum:
     r"""Top-``d`` singular triplets ``A ~ U diag(s) V^T`` of an operator, certified by residuals.
 
@@ -432,6 +441,11 @@ def svds(
         bound: chebyshev only: the damping bound ``a`` (eigenvalue magnitude, or squared singular
             value for the Gram operator, below which the spectrum is damped); default from the
             probe.
+        profile: report where the time goes in ``info.stages``: every stage of the solve
+            (probes, products, orthonormalisation, Rayleigh-Ritz, restarts, extraction,
+            certificate) runs as its own compiled call, waited for and timed (compilation apart).
+            The same algorithm and counts, but slower than a plain call (no fusion across stages,
+            a host round trip after each): for finding where time goes, not for timing a solve.
 
     Returns:
         :class:`Spectrum` ``(s, U, V, residuals, info)``; ``info.matvecs`` counts every product
@@ -498,23 +512,29 @@ def svds(
     ):
         raise ValueError(f"bound: expected a positive finite float, got {bound!r}")
     rkey = as_key(key)
+    timer = StageTimer() if profile else None
+    t0 = time.perf_counter()
     with blas_single_thread():
         declared = hermitian is not None
         pre = ""
         probe_mv = 0
         if hermitian is None:
-            hermitian, pre, probe_mv = _detect_symmetry(op, rkey, tol)
-        return _solve(
+            hermitian, pre, probe_mv = _detect_symmetry(op, rkey, tol, timer)
+        out = _solve(
             op, d, rkey, method=method, tol=tol, tol_default=tol_default, maxiter=maxiter,
             hermitian=bool(hermitian),
             declared=declared, pre=pre, probe_mv=probe_mv,
             block_size=block_size, basis_size=basis_size, oversampling=oversampling,
             on_fail=on_fail, dense_float64=dense_float64, max_basis_bytes=max_basis_bytes,
-            bound=bound,
+            bound=bound, timer=timer,
         )
+    if timer is not None:
+        stages = timer.summary(time.perf_counter() - t0)
+        out = out._replace(info=out.info._replace(stages=stages))
+    return out
 
 
-def _detect_symmetry(op, rkey, tol: float) -> tuple[bool, str, int]:
+def _detect_symmetry(op, rkey, tol: float, timer=None) -> tuple[bool, str, int]:
     """``hermitian=None``: the symmetric path when the probe finds ``A`` symmetric to rounding.
 
     Square operators only. Symmetric means ``rho <= eps`` (symmetric operators measured 0.03-0.25
@@ -524,7 +544,11 @@ def _detect_symmetry(op, rkey, tol: float) -> tuple[bool, str, int]:
     m, n = op.shape
     if m != n or not AUTO_SYMMETRY:
         return False, "", 0
-    pr = symmetry_probe(op, jax.random.fold_in(rkey, 0x5E7))
+    pkey = jax.random.fold_in(rkey, 0x5E7)
+    if timer is not None:
+        pr = timer.run("probe", symmetry_probe, op, pkey)
+    else:
+        pr = symmetry_probe(op, pkey)
     ok = pr.in_eps <= SYMMETRIC_EPS and 2.0 * math.sqrt(n) * pr.rho <= tol / 4
     what = "symmetric path" if ok else "general path"
     return ok, (
@@ -536,6 +560,7 @@ def _detect_symmetry(op, rkey, tol: float) -> tuple[bool, str, int]:
 def _solve(
     op, d, rkey, *, method, tol, tol_default=False, maxiter, hermitian, declared, pre, probe_mv,
     block_size, basis_size, oversampling, on_fail, dense_float64, max_basis_bytes, bound,
+    timer=None,
 ) -> Spectrum:
     m, n = op.shape
     N = min(m, n)
@@ -569,13 +594,18 @@ def _solve(
         reason = pre + "; " + reason
     common = dict(
         tol=tol, on_fail=on_fail, hermitian=hermitian, declared=declared,
-        key=jax.random.fold_in(rkey, 0xCE27),
+        key=jax.random.fold_in(rkey, 0xCE27), timer=timer,
     )
+
+    def run(stage, fn, *args, **kw):
+        return fn(*args, **kw) if timer is None else timer.run(stage, fn, *args, **kw)
+
     extra_mv = probe_mv  # product columns spent before the solver (probes), counted in matvecs
 
     def dense(why: str) -> Spectrum:
-        s, U, V, sign = dense_solve(
-            op, d, hermitian=hermitian, float64=dense_float64, max_entries=max(m * n, 1)
+        s, U, V, sign = run(
+            "solve", dense_solve, op, d, hermitian=hermitian, float64=dense_float64,
+            max_entries=max(m * n, 1),
         )
         return finish(
             op, s, U, V, lam_sign=sign, method="dense", reason=why, iterations=1,
@@ -591,8 +621,8 @@ def _solve(
             reason += f"; block clamped to min(m, n) = {N}"
         if method == "randomized":
             it = 10 if maxiter is None else maxiter
-            s, U, V, sign, _, iters = randomized_core(
-                op, rkey, tol, d=d, l=l, maxiter=it, hermitian=hermitian
+            s, U, V, sign, _, iters = run(
+                "solve", randomized_core, op, rkey, tol, d=d, l=l, maxiter=it, hermitian=hermitian
             )
             iters = int(iters)
             mv = extra_mv + (l * iters if hermitian else l * (1 + 2 * iters))
@@ -605,7 +635,9 @@ def _solve(
         if q > q_cap:
             reason += f"; depth clamped from {q} to {max(q_cap, 0)} (Krylov space <= min(m, n))"
             q = max(q_cap, 0)
-        s, U, V, sign = krylov_core(op, rkey, d=d, l=l, q=q, hermitian=hermitian)
+        s, U, V, sign = run(
+            "solve", krylov_core, op, rkey, d=d, l=l, q=q, hermitian=hermitian
+        )
         mv = extra_mv + (l * (q + 1) if hermitian else l * (2 * q + 2))
         return finish(
             op, s, U, V, lam_sign=sign, method="krylov", reason=reason, iterations=q,
@@ -624,7 +656,7 @@ def _solve(
             kp, _ = jax.random.split(rkey)
             pl = chebyshev_plan(
                 op, d, kp, tol, hermitian=hermitian, block_size=block_size, bound=bound,
-                max_block_bytes=max_basis_bytes,
+                max_block_bytes=max_basis_bytes, timer=timer,
             )
             if auto and pl.gapless:
                 method = "lanczos"
@@ -643,6 +675,7 @@ def _solve(
                 r = chebyshev_solve(
                     op, d, rkey, tol, hermitian=hermitian, block_size=block_size,
                     maxiter=maxiter, bound=bound, max_block_bytes=max_basis_bytes, plan_=pl,
+                    timer=timer,
                 )
                 return finish(
                     op, r.s, r.U, r.V, lam_sign=r.sign, method="chebyshev",
@@ -664,9 +697,14 @@ def _solve(
         raise
     if notes:
         reason += "; " + "; ".join(notes)
-    s, U, V, sign, _, steps, restarts = lanczos_core(
-        op, rkey, tol, d, sel, cfg=cfg, hermitian=hermitian
-    )
+    if timer is None:
+        s, U, V, sign, _, steps, restarts = lanczos_core(
+            op, rkey, tol, d, sel, cfg=cfg, hermitian=hermitian
+        )
+    else:
+        s, U, V, sign, _, steps, restarts = lanczos_profile(
+            op, rkey, tol, d, sel, cfg=cfg, hermitian=hermitian, timer=timer
+        )
     if cfg.d > d:
         s, U, V, sign = s[:d], U[:, :d], V[:, :d], sign[:d]
     steps = int(steps)

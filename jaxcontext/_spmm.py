@@ -228,8 +228,15 @@ _MEASURED: dict[str, str] = {}
 
 
 def measure_kernels(
-    rows: Any, cols: Any, indptr: Any, shape: Any, *, layout: Any = None,
-    num_cols: int = MEASURE_COLS, repeats: int = MEASURE_REPEATS, dtype: Any = np.float32,
+    rows: Any,
+    cols: Any,
+    indptr: Any,
+    shape: Any,
+    *,
+    layout: Any = None,
+    num_cols: int = MEASURE_COLS,
+    repeats: int = MEASURE_REPEATS,
+    dtype: Any = np.float32,
 ) -> dict[str, float]:
     """Median seconds of one ``A @ X`` (``num_cols`` columns) per kernel, on the default device.
 

@@ -516,14 +516,25 @@ def _in_dtype(out: Any, dtype: Any) -> Any:
 
 
 def _svds_fn(
-    method: str, d: int, *, hermitian: bool | None, dtype: Any, tol: float = TOL,
+    method: str,
+    d: int,
+    *,
+    hermitian: bool | None,
+    dtype: Any,
+    tol: float = TOL,
     profile: bool = False,
 ):
     def fn(op):
         from jaxcontext.linalg import svds
 
         out = svds(
-            op, d, key=0, method=method, tol=tol, hermitian=hermitian, on_fail="ignore",
+            op,
+            d,
+            key=0,
+            method=method,
+            tol=tol,
+            hermitian=hermitian,
+            on_fail="ignore",
             profile=profile,
         )
         return _in_dtype(out, dtype)

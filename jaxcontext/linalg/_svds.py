@@ -94,6 +94,15 @@ def _flops_per_column(op: Any) -> float:
 # (not its square over the gap), so auto's default tolerance there is at most this: the 100k-node
 # block model at the float32 default sqrt(eps) = 3.4e-4 left a value 1.6e-4 off (block 4 run).
 GAPLESS_TOL = 1e-4
+# auto, general (non-symmetric) operators: Chebyshev filters the Gram operator A^T A (two products
+# a column); where the probe estimates more than this many product columns per wanted triplet for
+# it, Golub-Kahan block Lanczos instead. Measured (2-core CPU, float32, d = 64, tol 1e-4, same
+# process, interleaved, load 4.5-5.2; three runs): kNN 50k (K = 30), estimate 107 per triplet:
+# Chebyshev 6360 product columns, 5.00 / 4.08 / 3.69 s wall; Lanczos 1248 columns, 3.89 / 3.14 /
+# 2.98 s; auto with this rule (the probe's 160 columns included) 3.36 s in the third. The symmetric
+# block models filter A itself (100k nodes: estimate 34 per triplet, Chebyshev 2.3x faster than
+# Lanczos) and keep Chebyshev unless d cuts a gapless stretch (``Plan.gapless``).
+GRAM_COLUMNS_PER_D = 60
 BASIS_PER_D = 10
 BASIS_PER_D_CHEAP = 3
 # With cheap products the second projection of each new block (BCGS2) is skipped when no column
@@ -658,14 +667,23 @@ def _solve(
                 op, d, kp, tol, hermitian=hermitian, block_size=block_size, bound=bound,
                 max_block_bytes=max_basis_bytes, timer=timer,
             )
-            if auto and pl.gapless:
+            costly_gram = (not hermitian) and pl.columns > GRAM_COLUMNS_PER_D * d
+            if auto and (pl.gapless or costly_gram):
                 method = "lanczos"
                 extra_mv += pl.matvecs
-                reason += (
-                    f"; {pl.describe()}: d cuts a stretch of spectrum with no gap (a block "
-                    f"holding it would need about {1.15 * pl.stretch:.0f} columns, over the cap "
-                    f"of {pl.cap}), so block Lanczos instead, which needs far fewer products there"
-                )
+                if pl.gapless:
+                    reason += (
+                        f"; {pl.describe()}: d cuts a stretch of spectrum with no gap (a block "
+                        f"holding it would need about {1.15 * pl.stretch:.0f} columns, over the "
+                        f"cap of {pl.cap}), so block Lanczos instead, which needs far fewer "
+                        "products there"
+                    )
+                else:
+                    reason += (
+                        f"; {pl.describe()}: filtering A^T A would take about "
+                        f"{pl.columns / d:.0f} product columns per triplet (over "
+                        f"{GRAM_COLUMNS_PER_D}), so Golub-Kahan block Lanczos instead"
+                    )
                 if tol_default and tol > GAPLESS_TOL:
                     # no gap at the cut: value errors are first order in the residual (with a
                     # gap g they are ~ r^2 / g), so the default tolerance is tightened here

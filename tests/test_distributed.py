@@ -15,10 +15,6 @@ from _subproc import run_processes
 from _svds_problems import SVDS_D, SVDS_EXACT, problems, reference
 from test_sharding import K, make_cases, make_data, rel_err
 
-# One xdist worker runs this whole module (pyproject: --dist loadgroup), so its module-scoped
-# fixture (subprocesses, compiles) runs once instead of once per worker that gets a test.
-pytestmark = pytest.mark.xdist_group("distributed")
-
 RTOL = 1e-5
 CASES = ("sparse40", "sparse37", "context40", "kernel40")
 WORKER = Path(__file__).resolve().parent / "_dist_worker.py"

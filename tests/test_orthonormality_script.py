@@ -13,10 +13,6 @@ import pytest
 
 from jaxcontext import datasets
 
-# One xdist worker runs this whole module (pyproject: --dist loadgroup), so its module-scoped
-# fixture (subprocesses, compiles) runs once instead of once per worker that gets a test.
-pytestmark = pytest.mark.xdist_group("orthonormality_script")
-
 _PATH = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "orthonormality.py"
 
 

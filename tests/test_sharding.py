@@ -19,10 +19,6 @@ from jaxcontext import kernels
 from jaxcontext import operators as ops
 from jaxcontext._sharding import RowShardedOperator, row_mesh, shard_block, shard_rows
 
-# One xdist worker runs this whole module (pyproject: --dist loadgroup), so its module-scoped
-# fixture (subprocesses, compiles) runs once instead of once per worker that gets a test.
-pytestmark = pytest.mark.xdist_group("sharding")
-
 RTOL = 1e-5
 K = 3  # block width
 

@@ -16,10 +16,6 @@ import jaxcontext as jc
 from jaxcontext import contexts, datasets, models, objectives, training
 from jaxcontext import evaluation as E
 
-# One xdist worker runs this whole module (pyproject: --dist loadgroup), so its module-scoped
-# fixture (subprocesses, compiles) runs once instead of once per worker that gets a test.
-pytestmark = pytest.mark.xdist_group("training")
-
 
 @pytest.fixture(scope="module")
 def mehler2():

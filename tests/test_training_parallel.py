@@ -14,10 +14,6 @@ import pytest
 from _subproc import run_processes, run_python
 from _train_worker import OBJECTIVES, run
 
-# One xdist worker runs this whole module (pyproject: --dist loadgroup), so its module-scoped
-# fixture (subprocesses, compiles) runs once instead of once per worker that gets a test.
-pytestmark = pytest.mark.xdist_group("training_parallel")
-
 WORKER = Path(__file__).resolve().parent / "_train_worker.py"
 
 

@@ -18,7 +18,9 @@ real data, scaling studies over encoder sizes, and benchmark suites:
   and assessed; :func:`compare` -- every objective x size x seed, with the reference solved once;
 * :func:`summarize` -- mean, spread and extremes over seeds per objective and size;
   :func:`best` -- its top row; :func:`table` -- a markdown table of a :func:`compare` result;
-* :func:`environment` -- device, versions, dtype and date, to store beside the numbers.
+* :func:`environment` -- device, versions, dtype and date, to store beside the numbers;
+  :func:`parse_size` and :func:`override` -- ``"WIDTHxDEPTH"`` sizes and flags over a preset grid,
+  for the command-line scripts.
 
 Nothing here re-implements a solver, an objective, a metric or a probe: those are
 :func:`~jaxcontext.spectrum.contexture`, :func:`~jaxcontext.training.fit`,
@@ -53,7 +55,7 @@ import math
 import platform
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -81,6 +83,8 @@ __all__ = [
     "best",
     "table",
     "environment",
+    "parse_size",
+    "override",
 ]
 
 
@@ -664,3 +668,48 @@ def environment() -> dict:
         "dtype": "float64" if jax.config.jax_enable_x64 else "float32",
         "command": " ".join([sys.executable.rsplit("/", 1)[-1], *sys.argv]),
     }
+
+
+# ------------------------------------------------------------------------------------------------
+# Command lines
+# ------------------------------------------------------------------------------------------------
+def parse_size(text: str) -> tuple[int, int]:
+    """An encoder size ``"WIDTHxDEPTH"`` as the ``(width, depth)`` pair :func:`model_sizes` takes.
+
+    Case and surrounding spaces do not matter. The width must be at least 1 and the depth at least
+    0 (``0``: a linear map, as in :class:`~jaxcontext.models.MLP`).
+
+    Raises:
+        ValueError: ``text`` is not two integers joined by ``x``, or one of them is out of range.
+
+    Example:
+        >>> parse_size("256x3")
+        (256, 3)
+    """
+    try:
+        width, depth = (int(part) for part in str(text).strip().lower().split("x"))
+    except ValueError:
+        raise ValueError(
+            f"expected an encoder size WIDTHxDEPTH such as 256x2, got {text!r}"
+        ) from None
+    if width < 1 or depth < 0:
+        raise ValueError(f"encoder size {text!r}: the width must be >= 1 and the depth >= 0")
+    return width, depth
+
+
+def override(preset: Mapping[str, Any], **values: Any) -> dict:
+    """A copy of ``preset`` with each of ``values`` that is not None in place of the preset's.
+
+    Command-line flags over a preset grid: a flag left unset (None) keeps the preset's value.
+
+    Raises:
+        ValueError: a name the preset does not have (it would silently change nothing).
+
+    Example:
+        >>> override({"steps": 600, "seeds": [0, 1]}, steps=None, seeds=[7])
+        {'steps': 600, 'seeds': [7]}
+    """
+    unknown = sorted(set(values) - set(preset))
+    if unknown:
+        raise ValueError(f"override: {unknown} not in the preset (it has {sorted(preset)})")
+    return {**preset, **{k: v for k, v in values.items() if v is not None}}

@@ -43,11 +43,6 @@ FULL = {
 }
 
 
-def _size(s: str) -> tuple[int, int]:
-    w, dp = s.lower().split("x")
-    return int(w), int(dp)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", default="fair", help="a jaxcontext.datasets.available() name")
@@ -58,7 +53,12 @@ def main() -> None:
     p.add_argument(
         "--objectives", nargs="+", help="objective names (default svme kise nested_sequential)"
     )
-    p.add_argument("--sizes", nargs="+", help="encoder sizes WIDTHxDEPTH (default 64x2 256x2)")
+    p.add_argument(
+        "--sizes",
+        nargs="+",
+        metavar="WIDTHxDEPTH",
+        help="encoder sizes WIDTHxDEPTH (default 64x2 256x2)",
+    )
     p.add_argument("--seeds", type=int, nargs="+", help="seeds (default 0 1 2)")
     p.add_argument("--steps", type=int, help="optimiser steps per run (default 600)")
     p.add_argument("--batch", type=int, help="batch size (default 512)")
@@ -79,17 +79,19 @@ def main() -> None:
         jax.config.update("jax_enable_x64", True)
     if a.cache:
         jax.config.update("jax_compilation_cache_dir", a.cache)
-    grid = dict(FULL if a.full else DEFAULT)
-    for name, val in (
-        ("objectives", a.objectives),
-        ("sizes", a.sizes),
-        ("seeds", a.seeds),
-        ("steps", a.steps),
-        ("batch", a.batch),
-        ("d", a.d),
-    ):
-        if val is not None:
-            grid[name] = val
+    grid = bridge.override(
+        FULL if a.full else DEFAULT,
+        objectives=a.objectives,
+        sizes=a.sizes,
+        seeds=a.seeds,
+        steps=a.steps,
+        batch=a.batch,
+        d=a.d,
+    )
+    try:
+        sizes = [bridge.parse_size(s) for s in grid["sizes"]]
+    except ValueError as e:
+        p.error(f"--sizes: {e}")
     tag = a.tag or f"{a.data}-{a.context}" + ("-full" if a.full else "")
     os.makedirs(a.out, exist_ok=True)
     path = os.path.join(a.out, f"{tag}.json")
@@ -141,7 +143,7 @@ def main() -> None:
             prob,
             d=d,
             objectives=grid["objectives"],
-            sizes=[_size(s) for s in grid["sizes"]],
+            sizes=sizes,
             seeds=grid["seeds"],
             steps=grid["steps"],
             batch_size=grid["batch"],

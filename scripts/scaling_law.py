@@ -37,14 +37,6 @@ import warnings
 import jax
 
 
-def _size(s: str) -> tuple[int, int]:
-    try:
-        w, dp = s.lower().split("x")
-        return int(w), int(dp)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxDEPTH, e.g. 256x2, got {s!r}") from e
-
-
 def parser() -> argparse.ArgumentParser:
     """The command line (every flag; defaults from ``scaling.PRESETS``)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -72,7 +64,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--objective", default="svme", help="a jaxcontext.objectives.NAMES name")
     p.add_argument("--widths", type=int, nargs="+", help="widths of the grid (default 8 .. 512)")
     p.add_argument("--depths", type=int, nargs="+", help="depths of the grid (default 2)")
-    p.add_argument("--sizes", type=_size, nargs="+", help="WIDTHxDEPTH sizes instead of a grid")
+    p.add_argument(
+        "--sizes", nargs="+", metavar="WIDTHxDEPTH", help="WIDTHxDEPTH sizes instead of a grid"
+    )
     p.add_argument("--seeds", type=int, nargs="+", help="seeds (default 0 1 2)")
     p.add_argument("--steps", type=int, help="optimiser steps per run, every size (default 600)")
     p.add_argument("--batch", type=int, help="batch size (default 512)")
@@ -132,7 +126,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict:
     """Run the scaling study from flags; returns the result written to ``<out>/<tag>.json``."""
-    a = parser().parse_args(argv)
+    p = parser()
+    a = p.parse_args(argv)
     if a.x64:
         jax.config.update("jax_enable_x64", True)
     if a.cache:
@@ -148,18 +143,19 @@ def main(argv: list[str] | None = None) -> dict:
     from jaxcontext import bridge, contexts, datasets
     from jaxcontext.workflows import scaling
 
-    grid = dict(scaling.PRESETS["full" if a.full else "default"])
-    for name, val in (
-        ("widths", a.widths),
-        ("depths", a.depths),
-        ("seeds", a.seeds),
-        ("steps", a.steps),
-        ("batch_size", a.batch),
-    ):
-        if val is not None:
-            grid[name] = val
+    grid = bridge.override(
+        scaling.PRESETS["full" if a.full else "default"],
+        widths=a.widths,
+        depths=a.depths,
+        seeds=a.seeds,
+        steps=a.steps,
+        batch_size=a.batch,
+    )
     if a.sizes:
-        grid["sizes"] = a.sizes
+        try:
+            grid["sizes"] = [bridge.parse_size(s) for s in a.sizes]
+        except ValueError as e:
+            p.error(f"--sizes: {e}")
         if a.widths is None:
             grid["widths"], grid["depths"] = [], []
 

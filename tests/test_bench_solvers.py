@@ -6,6 +6,7 @@ cases with scipy peers only (no JAX compilation). No test asserts anything about
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -105,10 +106,16 @@ def _off_by(a, d, factor):
     return sol._replace(s=sol.s * factor)
 
 
+def _small_sbm_case() -> H.Case:
+    return S._sbm_case(600, 6, 20.0, 6.0, 6, np.dtype(np.float32), 0, "tiny", False)
+
+
 def test_broken_solver_is_flagged_wrong_and_not_timed(cache):
-    case = S._sbm_case(600, 6, 20.0, 6.0, 6, np.dtype(np.float32), 0, "tiny", False)
+    case = _small_sbm_case()
     base = _impl(case, "scipy svds arpack")
-    broken = base._replace(name="broken", baseline=False, fn=lambda a, d: _off_by(a, d, 1.001))
+    broken = base._replace(
+        name="broken", baseline=False, peer=False, fn=lambda a, d: _off_by(a, d, 1.001)
+    )
     slightly = base._replace(
         name="approx", baseline=False, tol=S.APPROX_TOL, fn=lambda a, d: _off_by(a, d, 1.001)
     )
@@ -130,6 +137,44 @@ def test_broken_solver_is_flagged_wrong_and_not_timed(cache):
     assert gave_up.status == "failed" and "did not converge" in gave_up.message
     with pytest.raises(H.CorrectnessError, match="broken"):
         H.run_case(case._replace(impls=(base, broken)), repeats=1, strict=True)
+
+
+def test_inaccurate_peer_is_a_finding_and_a_wrong_jaxcontext_entry_fails_the_run(
+    cache, monkeypatch, capsys
+):
+    """A peer missing the accuracy bar is recorded (not timed) and the CLI still exits 0.
+
+    The same wrong values from an entry that is not a peer (jaxcontext's) make it exit 1.
+    """
+    cli = importlib.import_module("jaxcontext.bench.__main__")
+    case = _small_sbm_case()
+    base = _impl(case, "scipy svds arpack")
+    assert base.peer and not _impl(case, "jaxcontext").peer
+    off = base._replace(name="off peer", baseline=False, fn=lambda a, d: _off_by(a, d, 1.01))
+    argv = ["--suite", "solvers", "--size", "tiny", "--repeats", "1", "--no-memory"]
+
+    def run_cli(*impls, strict=False):
+        monkeypatch.setattr(H, "suite_cases", lambda *a, **k: [case._replace(impls=impls)])
+        status = cli.main(argv + ["--strict"] * strict)
+        return status, capsys.readouterr()
+
+    status, out = run_cli(base, off)
+    assert status == 0, out.err
+    assert "inaccurate (peer): error > tol, not timed" in out.out and "WRONG:" not in out.out
+    assert "FAILED" not in out.err and "inaccurate peer result" in out.err
+    assert run_cli(base, off, strict=True)[0] == 0  # a peer's inaccuracy never stops a run
+    (e,) = [
+        e for e in H.run_case(case._replace(impls=(base, off)), repeats=1) if e.impl == "off peer"
+    ]
+    assert e.status == "inaccurate" and e.time_median_s is None and e.speedup is None
+    assert e.rel_error == pytest.approx(1e-2, rel=1e-2) and e.rel_error > e.tol
+    assert H.failures([e]) == []
+
+    ours = off._replace(name="jaxcontext", peer=False)
+    status, out = run_cli(base, ours)
+    assert status == 1
+    assert "WRONG: error > tol, not timed" in out.out
+    assert "FAILED solvers/sbm/n600/d6 [jaxcontext]: wrong" in out.err
 
 
 def test_sv_error_is_the_largest_relative_singular_value_error():

@@ -236,3 +236,23 @@ def test_table_lists_exact_and_every_configuration(small):
     assert len(lines) == 2 + 1 + 2
     assert "exact contexture (d = 4)" in lines[2] and "1.000 (itself)" in lines[2]
     assert "mlp-w8-d1" in bridge.table(res) and "0.500 +- 0.000" in lines[3]
+
+
+def test_parse_size_reads_width_x_depth_and_refuses_bad_input():
+    assert bridge.parse_size("256x3") == (256, 3)
+    assert bridge.parse_size(" 64X0 ") == (64, 0)  # case and spaces; depth 0 is a linear map
+    for bad in ("abc", "256", "256x", "x3", "1x2x3", "2.5x3", "", "256 by 3"):
+        with pytest.raises(ValueError, match=r"expected an encoder size WIDTHxDEPTH"):
+            bridge.parse_size(bad)
+    for bad in ("0x2", "4x-1"):
+        with pytest.raises(ValueError, match=r"width must be >= 1 and the depth >= 0"):
+            bridge.parse_size(bad)
+
+
+def test_override_replaces_only_the_values_given():
+    preset = {"steps": 600, "seeds": [0, 1, 2], "sizes": ["64x2"]}
+    out = bridge.override(preset, steps=None, seeds=[7], sizes=None)
+    assert out == {"steps": 600, "seeds": [7], "sizes": ["64x2"]}
+    assert preset["seeds"] == [0, 1, 2]  # the preset is left as it was
+    with pytest.raises(ValueError, match=r"\['batch'\] not in the preset"):
+        bridge.override(preset, batch=512)  # a misspelt flag does not pass silently

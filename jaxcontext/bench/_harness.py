@@ -14,7 +14,9 @@ For every implementation :func:`run_case`
    records ``compile_s`` (tracing + lowering + XLA compilation) apart from run time;
 3. calls it once, waits with ``jax.block_until_ready`` and checks the result against the float64
    reference, ``rel_error = ||out - ref||_F / ||ref||_F`` (or the case's own ``compare``); above the
-   case tolerance the entry fails loudly (:class:`CorrectnessError`) and is never timed;
+   case tolerance the entry fails loudly (:class:`CorrectnessError`) and is never timed; a peer's
+   result (``Impl.peer``) above it is recorded as ``inaccurate``, also never timed, a finding
+   about the peer that does not fail the run (:func:`failures`);
 4. warms up once more when a call is cheap, then times ``repeats`` calls (each blocked) and keeps
    the median, min and interquartile range;
 5. optionally measures peak memory in a fresh subprocess (:func:`memory_probe`).
@@ -93,6 +95,10 @@ class Impl(NamedTuple):
             ``case.tol``.
         details: ``details(out, data) -> dict`` of facts about the checked result recorded with
             the entry (e.g. a solver's iterations and residual certificate); None: nothing.
+        peer: another library's implementation, not jaxcontext's (e.g. scipy's ARPACK). A peer
+            result above the tolerance is a finding about the peer: status ``inaccurate`` (not
+            timed; no :class:`CorrectnessError`, even in strict mode) instead of ``wrong``, and
+            it does not fail the run.
     """
 
     name: str
@@ -105,6 +111,7 @@ class Impl(NamedTuple):
     note: str = ""
     tol: float | None = None
     details: Callable[[Any, Any], dict] | None = None
+    peer: bool = False
 
 
 def rel_error(out: Any, ref: Any, data: Any = None) -> float:
@@ -150,9 +157,11 @@ class Case(NamedTuple):
 class Entry(NamedTuple):
     """One measured (case, implementation) pair.
 
-    ``status`` is ``ok``, ``wrong`` (failed the correctness check, not timed), ``skipped``,
-    ``failed`` (raised :class:`ImplFailed`: a documented give-up, e.g. no convergence) or
-    ``error`` (raised anything else). Times are seconds; ``times_s`` holds every timed call.
+    ``status`` is ``ok``, ``wrong`` (failed the correctness check, not timed), ``inaccurate`` (a
+    peer's result failed the correctness check: recorded with its error, not timed, not a failure
+    of the run), ``skipped``, ``failed`` (raised :class:`ImplFailed`: a documented give-up, e.g. no
+    convergence) or ``error`` (raised anything else). Times are seconds; ``times_s`` holds every
+    timed call. :func:`failures` says which statuses fail a run.
     """
 
     suite: str
@@ -406,11 +415,14 @@ def run_impl(
     try:
         err = check(case, impl.name, out, ref, data, tol=impl.tol)
     except CorrectnessError as e:
-        if strict:
+        if impl.peer:  # a finding about the peer, not a failure of this run
+            print(f"note: inaccurate peer result: {e}", file=sys.stderr, flush=True)
+        elif strict:
             raise
-        print(f"FAILED: {e}", file=sys.stderr, flush=True)
+        else:
+            print(f"FAILED: {e}", file=sys.stderr, flush=True)
         return Entry(
-            status="wrong",
+            status="inaccurate" if impl.peer else "wrong",
             rel_error=_safe_err(case, out, ref, data),
             compile_s=compile_s,
             first_call_s=first_s,
@@ -443,6 +455,19 @@ def run_impl(
         prepare_s=prepare_s,
         **base,
     )
+
+
+#: Entry statuses that make a run fail (exit status 1 of ``python -m jaxcontext.bench``).
+FAILING = ("wrong", "error")
+
+
+def failures(entries: Sequence[Entry]) -> list[Entry]:
+    """The entries that make a run fail: a wrong result or a crash (:data:`FAILING`).
+
+    Not a skip, a documented give-up (``failed``) or a peer's inaccurate result
+    (``inaccurate``): those are findings recorded in the report.
+    """
+    return [e for e in entries if e.status in FAILING]
 
 
 def _details(impl: Impl, out: Any, data: Any) -> dict | None:
@@ -836,6 +861,8 @@ def _status(e: Entry) -> str:
         return f"error: {e.message.split(':', 1)[0]}"
     if e.status == "wrong":
         return "WRONG: error > tol, not timed"
+    if e.status == "inaccurate":
+        return "inaccurate (peer): error > tol, not timed"
     if e.status == "failed":
         return f"failed: {e.message[:60]}"
     return e.status
@@ -904,6 +931,14 @@ def env_summary(env: dict) -> str:
     )
 
 
+#: Footnote on the two statuses of a result above its tolerance (table and markdown).
+STATUS_NOTE = (
+    "WRONG = result above its tolerance: not timed, fails the run; inaccurate (peer) = a peer "
+    "library's result (Impl.peer) above it: error recorded, not timed, no speedup, a finding "
+    "about the peer that does not fail the run"
+)
+
+
 def format_table(report: Report) -> str:
     """Return the plain-text report printed to stdout: environment line, results, memory."""
     out = [env_summary(report.environment), ""]
@@ -911,7 +946,7 @@ def format_table(report: Report) -> str:
     out.append(
         "* baseline; speedup = baseline median / median (same case, same run); rel.err = "
         "||out - ref||_F / ||ref||_F vs float64 (solvers: max_i |s_i - s_i^ref| / s_i^ref); "
-        "compile = AOT trace+lower+compile"
+        "compile = AOT trace+lower+compile; " + STATUS_NOTE
     )
     mem = _memory_rows(report.entries)
     if mem:
@@ -993,7 +1028,7 @@ def format_markdown(report: Report, *, title: str | None = None, command: str | 
         "rel.err = ||out - ref||_F / ||ref||_F against a float64 numpy/scipy reference, or the "
         "suite's own measure (solvers: max_i |s_i - s_i^ref| / s_i^ref over the top d), "
         "checked before timing. compile = ahead-of-time trace + lower + compile, not "
-        "included in the times."
+        "included in the times. " + STATUS_NOTE + "."
     )
     det = [e for e in report.entries if e.details]
     if det:

@@ -766,57 +766,89 @@ def _jax_impls(
     return impls
 
 
+def _peer(
+    name: str,
+    prepare,
+    fn,
+    note: str,
+    details: dict,
+    *,
+    needs: str | None = None,
+    gpu: bool = False,
+    threaded: bool = True,
+    **fields: Any,
+) -> Impl:
+    """One peer entry (``Impl(peer=True)``): ``fn(*prepare(g))``, never probed for memory.
+
+    ``details``: the facts recorded with it, completed by :func:`_peer_details` (thread count,
+    residual certificate). CPU peers run under :func:`_threaded` (``threaded=False``: under the
+    library's own thread pools); GPU peers (``gpu=True``) run as they are and record
+    ``device="cuda"``. ``needs``: the optional module without which the entry is skipped (a GPU
+    peer also without a CUDA device). ``fields``: other :class:`Impl` fields (``baseline``,
+    ``tol``, ``skip``).
+    """
+    if gpu:
+        details = {**details, "device": "cuda"}
+    if needs is not None:
+        fields["skip"] = _cuda_skip(needs) if gpu else _missing(needs)
+    return Impl(
+        name,
+        prepare,
+        _threaded(fn) if threaded and not gpu else fn,
+        details=_peer_details(details),
+        probe_memory=False,
+        note=note,
+        peer=True,
+        **fields,
+    )
+
+
 def _peer_impls(d: int, n: int, *, symmetric: bool, dense: bool) -> list[Impl]:
     n_iter = _sklearn_n_iter(n, d)
+    tol = {"tol": TOL}
+
+    def a_d(g):
+        return (g.a32, d)
+
+    def a_d_v0(g):
+        return (g.a32, d, np.full(g.a32.shape[0], 1.0, g.a32.dtype))
+
     impls = [
-        Impl(
+        _peer(
             "scipy svds arpack",
-            lambda g: (g.a32, d),
-            _threaded(_arpack_svds),
+            a_d,
+            _arpack_svds,
+            f"scipy.sparse.linalg.svds(A, k={d}, tol={TOL}, solver='arpack')",
+            tol,
             baseline=not dense,
-            details=_peer_details({"tol": TOL}),
-            probe_memory=False,
-            note=f"scipy.sparse.linalg.svds(A, k={d}, tol={TOL}, solver='arpack')",
-        )
+        ),
     ]
     if symmetric:
-        impls.append(
-            Impl(
-                "scipy eigsh LM",
-                lambda g: (g.a32, d, np.full(g.a32.shape[0], 1.0, g.a32.dtype)),
-                _threaded(_eigsh_lm),
-                baseline=dense,
-                details=_peer_details({"tol": TOL}),
-                probe_memory=False,
-                note=f"scipy.sparse.linalg.eigsh(A, k={d}, which='LM', tol={TOL}), |lambda|",
-            )
-        )
+        note = f"scipy.sparse.linalg.eigsh(A, k={d}, which='LM', tol={TOL}), |lambda|"
+        impls.append(_peer("scipy eigsh LM", a_d_v0, _eigsh_lm, note, tol, baseline=dense))
     if not dense:
+        too_big = (
+            f"n = {n} >= {BIG_N}: left out to bound the run time (PROPACK took 0.9-1.1x "
+            "ARPACK's time at 100k nodes on a quiet machine, 3x under load)"
+        )
         impls.append(
-            Impl(
+            _peer(
                 "scipy svds propack",
-                lambda g: (g.a32, d),
-                _threaded(_propack_svds),
-                details=_peer_details({"tol": TOL}),
-                probe_memory=False,
-                note=f"scipy.sparse.linalg.svds(A, k={d}, tol={TOL}, solver='propack')",
-                skip=(
-                    f"n = {n} >= {BIG_N}: left out to bound the run time (PROPACK took 0.9-1.1x "
-                    "ARPACK's time at 100k nodes on a quiet machine, 3x under load)"
-                )
-                if n >= BIG_N
-                else None,
+                a_d,
+                _propack_svds,
+                f"scipy.sparse.linalg.svds(A, k={d}, tol={TOL}, solver='propack')",
+                tol,
+                skip=too_big if n >= BIG_N else None,
             )
         )
     impls.append(
-        Impl(
+        _peer(
             "sklearn randomized_svd",
             lambda g: (g.a32, d, n_iter),
-            _threaded(_randomized_svd),
+            _randomized_svd,
+            f"randomized_svd(A, n_components={d}, n_iter={n_iter}, random_state=0)",
+            {"n_iter": n_iter},
             tol=APPROX_TOL,
-            details=_peer_details({"n_iter": n_iter}),
-            probe_memory=False,
-            note=f"randomized_svd(A, n_components={d}, n_iter={n_iter}, random_state=0)",
         )
     )
     impls += _optional_peers(d, n, symmetric=symmetric, dense=dense, n_iter=n_iter)
@@ -830,73 +862,82 @@ def _optional_peers(d: int, n: int, *, symmetric: bool, dense: bool, n_iter: int
     """
     if dense:
         return []
+    tol = {"tol": TOL}
+
+    def a_d(g):
+        return (g.a32, d)
+
+    def cupy_d(g):
+        return (_to_cupy(g.a32), d)
+
+    def torch_d(g):
+        return (_to_torch(g.a32), d)
+
     impls = [
-        Impl(
+        _peer(
             "primme svds",
-            lambda g: (g.a32, d),
-            _threaded(_primme_svds),
-            details=_peer_details({"tol": TOL}),
-            probe_memory=False,
-            note=f"primme.svds(A, k={d}, tol={TOL}) (default method)",
-            skip=_missing("primme"),
-        )
+            a_d,
+            _primme_svds,
+            f"primme.svds(A, k={d}, tol={TOL}) (default method)",
+            tol,
+            needs="primme",
+        ),
     ]
     if symmetric:
         impls.append(
-            Impl(
+            _peer(
                 "primme eigsh",
-                lambda g: (g.a32, d),
-                _threaded(_primme_eigsh),
-                details=_peer_details({"tol": TOL}),
-                probe_memory=False,
-                note=f"primme.eigsh(A, k={d}, which='LM', tol={TOL}) (default method), |lambda|",
-                skip=_missing("primme"),
+                a_d,
+                _primme_eigsh,
+                f"primme.eigsh(A, k={d}, which='LM', tol={TOL}) (default method), |lambda|",
+                tol,
+                needs="primme",
             )
         )
     impls.append(
-        Impl(
+        _peer(
             "cupy svds",
-            lambda g: (_to_cupy(g.a32), d),
+            cupy_d,
             _cupy_svds,
-            details=_peer_details({"tol": TOL, "device": "cuda"}),
-            probe_memory=False,
-            note=f"cupyx.scipy.sparse.linalg.svds(A, k={d}, tol={TOL}) on the GPU",
-            skip=_cuda_skip("cupy"),
+            f"cupyx.scipy.sparse.linalg.svds(A, k={d}, tol={TOL}) on the GPU",
+            tol,
+            needs="cupy",
+            gpu=True,
         )
     )
     if symmetric:
         impls.append(
-            Impl(
+            _peer(
                 "cupy eigsh",
-                lambda g: (_to_cupy(g.a32), d),
+                cupy_d,
                 _cupy_eigsh,
-                details=_peer_details({"tol": TOL, "device": "cuda"}),
-                probe_memory=False,
-                note=f"cupyx.scipy.sparse.linalg.eigsh(A, k={d}, which='LM', tol={TOL}) on the GPU",
-                skip=_cuda_skip("cupy"),
+                f"cupyx.scipy.sparse.linalg.eigsh(A, k={d}, which='LM', tol={TOL}) on the GPU",
+                tol,
+                needs="cupy",
+                gpu=True,
             )
         )
         impls.append(
-            Impl(
+            _peer(
                 "torch lobpcg",
-                lambda g: (_to_torch(g.a32), d),
+                torch_d,
                 _torch_lobpcg,
-                details=_peer_details({"tol": TOL, "device": "cuda"}),
-                probe_memory=False,
-                note=f"torch.lobpcg(A, k={d}, largest=True, tol={TOL}) on the GPU (CSR tensor)",
-                skip=_cuda_skip("torch"),
+                f"torch.lobpcg(A, k={d}, largest=True, tol={TOL}) on the GPU (CSR tensor)",
+                tol,
+                needs="torch",
+                gpu=True,
             )
         )
     impls.append(
-        Impl(
+        _peer(
             "torch svd_lowrank",
             lambda g: (_to_torch(g.a32), d, n_iter),
             _torch_svd_lowrank,
+            f"torch.svd_lowrank(A, q={d + 10}, niter={n_iter}) on the GPU (approximate)",
+            {"niter": n_iter},
             tol=APPROX_TOL,
-            details=_peer_details({"niter": n_iter, "device": "cuda"}),
-            probe_memory=False,
-            note=f"torch.svd_lowrank(A, q={d + 10}, niter={n_iter}) on the GPU (approximate)",
-            skip=_cuda_skip("torch"),
+            needs="torch",
+            gpu=True,
         )
     )
     return impls
@@ -1201,14 +1242,14 @@ def _rbf_case(m, dim, d, dtype, seed, size) -> Case:
     ]
     impls += _peer_impls(d, m, symmetric=True, dense=True)
     impls.append(
-        Impl(
+        _peer(
             "sklearn KernelPCA arpack",
             lambda g: (g.a32, d),
             _kernel_pca,
-            details=_peer_details({"note": "centred H K H, compared with its own reference"}),
-            probe_memory=False,
-            note=f"KernelPCA(n_components={d}, kernel='precomputed', eigen_solver='arpack')"
+            f"KernelPCA(n_components={d}, kernel='precomputed', eigen_solver='arpack')"
             ".fit(K): centres K (a copy), then eigsh at tol=0",
+            {"note": "centred H K H, compared with its own reference"},
+            threaded=False,
         )
     )
     impls = [i for i in impls if i.name != "scipy svds arpack"]

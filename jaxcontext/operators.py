@@ -332,6 +332,47 @@ class SparseOperator(LinearOperator):
             layout=self.tlayout,
         )
 
+    def tuned(self, num_cols: int, *, transpose: bool = True) -> tuple[SparseOperator, str]:
+        """This operator with its kernel fixed to the faster of ELL and BCSR at ``num_cols``.
+
+        Only for ``kernel="auto"`` on CPU with at least ``_spmm.TUNE_MIN_NNZ`` entries and an ELL
+        layout (elsewhere the operator is returned as it is, with an empty note): the two kernels
+        are timed on this pattern (cached per pattern, see ``_spmm.tune``), ``A @ X`` and, with
+        ``transpose``, ``A^T @ Y`` too (their total decides). Solvers call this with their block
+        width; the note says what was measured.
+        """
+        from . import _spmm
+
+        if (
+            self.kernel != "auto"
+            or jax.default_backend() != "cpu"
+            or self.nnz < _spmm.TUNE_MIN_NNZ
+            or not isinstance(self.layout, _spmm.EllLayout)
+        ):
+            return self, ""
+        m, n = self.shape_
+        _, fwd = _spmm.tune(
+            self.rows, self.cols, self.indptr, (m, n), self.layout, num_cols, dtype=self.dtype
+        )
+        total = dict(fwd)
+        if transpose and isinstance(self.tlayout, _spmm.EllLayout):
+            _, bwd = _spmm.tune(
+                self.cols[self.tperm], self.rows[self.tperm], self.tindptr, (n, m),
+                self.tlayout, num_cols, dtype=self.dtype,
+            )
+            total = {k: total[k] + bwd[k] for k in total if k in bwd}
+        if not total:
+            return self, ""
+        best = min(total, key=total.get)
+        per_col = ", ".join(
+            f"{k} {1e3 * t / num_cols:.2g}" for k, t in sorted(total.items(), key=lambda kv: kv[1])
+        )
+        note = (
+            f"sparse product kernel {best} (measured at {num_cols} columns, ms per column: "
+            f"{per_col})"
+        )
+        return dataclasses.replace(self, kernel=best), note
+
     def to_dense(self, *, max_entries: int = 2**28) -> Array:
         """Scatter the entries into an ``(m, n)`` array."""
         m, n = self.shape_

@@ -719,3 +719,34 @@ def test_filtered_block_orthonormalisation_handles_rank_deficiency(precision, rn
     assert np.max(np.abs(Q.T @ Q - np.eye(k))) < 5 * eps * k, np.max(np.abs(Q.T @ Q - np.eye(k)))
     # the strong directions are kept (to their scale's precision)
     assert subspace_distance(base[:, :r][:, :10], Q) < 1e3 * eps
+
+
+def test_svds_lanczos_tunes_the_sparse_kernel_of_composite_operators(monkeypatch):
+    """Issue 8 item 9: the Lanczos path fixes each large sparse part's kernel by measurement at
+    its block width, inside products of operators too, says so, and the answer is unchanged."""
+    from jaxcontext import _spmm
+
+    rng = np.random.default_rng(3)
+    w = sps.random(600, 600, density=0.02, random_state=rng, format="csr")
+    w = (w + w.T).tocsr()
+    deg = np.asarray(w.sum(axis=1)).ravel() + 1.0
+    dis = 1.0 / np.sqrt(deg)
+    composite = ops.ProductOperator(
+        (ops.DiagonalOperator(jnp.asarray(dis, jnp.float32)), ops.sparse_from_scipy(w),
+         ops.DiagonalOperator(jnp.asarray(dis, jnp.float32)))
+    )
+    ref = np.sort(np.abs(np.linalg.eigvalsh((dis[:, None] * w.toarray()) * dis[None, :])))[::-1]
+    from jaxcontext.linalg._svds import _tuned_products
+
+    same, note = _tuned_products(composite, 8, False)  # 600 x 600: below TUNE_MIN_NNZ
+    assert note == "" and same.ops[1].kernel == "auto"
+    monkeypatch.setattr(_spmm, "TUNE_MIN_NNZ", 0)
+    monkeypatch.setattr(_spmm, "_TUNED", {})
+    monkeypatch.setattr(
+        _spmm, "measure_kernels", lambda *a, **k: {"ell": 2.0, "bcsr": 1.0}
+    )
+    tuned = linalg.svds(composite, 6, method="lanczos", hermitian=True, tol=1e-5)
+    assert "sparse product kernel bcsr" in tuned.info.reason
+    np.testing.assert_allclose(np.asarray(tuned.s), ref[:6], rtol=1e-4)
+    t2, _ = _tuned_products(ops.TransposedOperator(composite), 8, False)
+    assert t2.op.ops[1].kernel == "bcsr"  # under a transpose (and products) too

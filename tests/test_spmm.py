@@ -317,3 +317,81 @@ def test_auto_on_an_unmeasured_backend_follows_the_measurement(rng, monkeypatch,
         assert _spmm.default_kernel("gpu") == winner
     monkeypatch.setattr(_spmm, "MEASURE_AUTO", False)
     assert _spmm.prepare("auto", coo.row, coo.col, coo.data, a.indptr, a.shape) is None
+
+
+# --------------------------------------------------------------------------------------------------
+# issue 8 item 9 / issue 12: on CPU the solvers fix the kernel of a large sparse operator by timing
+# ELL against BCSR at their own block width (the winner depends on the pattern)
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("winner", ["ell", "bcsr"])
+def test_tune_follows_the_measurement_and_caches_it(rng, monkeypatch, winner):
+    a = awkward_matrix(rng)
+    coo = a.tocoo()
+    lay = _spmm.prepare("ell", coo.row, coo.col, coo.data, a.indptr, a.shape)
+    calls = []
+
+    def fake(*args, **kw):
+        calls.append(kw)
+        return {"ell": 1.0, "bcsr": 2.0} if winner == "ell" else {"ell": 2.0, "bcsr": 1.0}
+
+    monkeypatch.setattr(_spmm, "measure_kernels", fake)
+    monkeypatch.setattr(_spmm, "_TUNED", {})
+    best, times = _spmm.tune(coo.row, coo.col, a.indptr, a.shape, lay, 8)
+    assert best == winner and set(times) == {"ell", "bcsr"}
+    assert calls[0]["kernels"] == ("ell", "bcsr") and calls[0]["num_cols"] == 8
+    # the same pattern again (a fresh copy of the arrays): cached, not re-measured
+    assert _spmm.tune(coo.row.copy(), coo.col.copy(), a.indptr.copy(), a.shape, lay, 8)[0] == best
+    assert len(calls) == 1
+    # another width, or another pattern, is measured
+    _spmm.tune(coo.row, coo.col, a.indptr, a.shape, lay, 16)
+    b = awkward_matrix(np.random.default_rng(7))
+    cb = b.tocoo()
+    lb = _spmm.prepare("ell", cb.row, cb.col, cb.data, b.indptr, b.shape)
+    _spmm.tune(cb.row, cb.col, b.indptr, b.shape, lb, 8)
+    assert len(calls) == 3
+    # without an ELL layout there is nothing to choose
+    assert _spmm.tune(coo.row, coo.col, a.indptr, a.shape, None, 8) == ("auto", {})
+
+
+def test_measure_kernels_subset_really_times(rng):
+    a = awkward_matrix(rng)
+    coo = a.tocoo()
+    lay = _spmm.prepare("ell", coo.row, coo.col, coo.data, a.indptr, a.shape)
+    t = _spmm.measure_kernels(
+        coo.row, coo.col, a.indptr, a.shape, layout=lay, num_cols=8, repeats=2,
+        kernels=("ell", "bcsr"),
+    )
+    assert set(t) == {"ell", "bcsr"} and all(v > 0 for v in t.values())
+
+
+def test_operator_tuned_keeps_products_and_skips_small_matrices(rng, monkeypatch):
+    a = awkward_matrix(rng)
+    op = ops.sparse_from_scipy(a)
+    assert op.kernel == "auto"
+    # below TUNE_MIN_NNZ: unchanged, no note
+    same, note = op.tuned(8)
+    assert same is op and note == ""
+    monkeypatch.setattr(_spmm, "TUNE_MIN_NNZ", 0)
+    monkeypatch.setattr(_spmm, "_TUNED", {})
+    fwd = {"ell": 2.0, "bcsr": 1.0}
+    bwd = {"ell": 0.5, "bcsr": 3.0}  # the transposed product decides the total: ELL
+    seen = []
+
+    def fake(rows, cols, indptr, shape, **kw):
+        seen.append(tuple(shape))
+        return dict(fwd if tuple(shape) == a.shape else bwd)
+
+    monkeypatch.setattr(_spmm, "measure_kernels", fake)
+    t, note = op.tuned(8)
+    assert t.kernel == "ell" and "sparse product kernel ell" in note and "8 columns" in note
+    assert seen == [a.shape, a.shape[::-1]]
+    t1, _ = op.tuned(16, transpose=False)  # forward product only: BCSR
+    assert t1.kernel == "bcsr"
+    x = rng.standard_normal((a.shape[1], 3))
+    y = rng.standard_normal((a.shape[0], 3))
+    for tk in (t, t1):
+        assert rel_err(tk @ jnp.asarray(x, jnp.float32), a @ x) < TOL
+        assert rel_err(tk.T @ jnp.asarray(y, jnp.float32), a.T @ y) < TOL
+    # an explicitly chosen kernel is never overridden
+    fixed = ops.sparse_from_scipy(a, kernel="segment")
+    assert fixed.tuned(8)[0] is fixed

@@ -68,11 +68,13 @@ class Contexture(NamedTuple):
     spectrum: Any
     context: Any
 
-    def evaluate(self, x_new: Any) -> jax.Array:
+    def evaluate(self, x_new: Any, *, y: Any = None) -> jax.Array:
         r"""Evaluate ``mu_1..mu_d`` at new inputs: ``mu_i(x) = (T nu_i)(x) / s_i``.
 
         ``T nu_i (x) = sum_j P+(a_j | x) nu_i(a_j)`` needs the context to evaluate ``P+(a|x)`` at new
-        points (kNN, RBF, labels, kernels: ``Context.conditional_rows``). For a context given by its
+        points (kNN, RBF, labels, kernels: ``Context.conditional_rows``). A label context's
+        conditional at a new point is its label: pass the new points' labels as ``y`` (regression
+        targets likewise; mixtures with a label part too). For a context given by its
         dual kernel this is the Nystrom extension ``mu_i(x) = E_{x'}[k(x, x') mu_i(x')] / s_i^2``.
         Memory stays bounded for any number of points: kNN contexts average ``nu`` over each
         point's neighbours (no dense row), others build their dense rows in chunks of at most
@@ -82,9 +84,9 @@ class Contexture(NamedTuple):
             w = jnp.asarray(self.context.weights)
             M = w[:, None] * self.mu
             return self.context.conditional_rows_times(
-                x_new, M, max_entries=EVAL_CHUNK_ENTRIES) / self.s**2
+                x_new, M, y=y, max_entries=EVAL_CHUNK_ENTRIES) / self.s**2
         return self.context.conditional_rows_times(
-            x_new, self.nu, max_entries=EVAL_CHUNK_ENTRIES) / self.s
+            x_new, self.nu, y=y, max_entries=EVAL_CHUNK_ENTRIES) / self.s
 
     @property
     def d(self) -> int:

@@ -147,6 +147,25 @@ def test_knn_evaluate_at_training_points_is_mu(precision, include_self):
     np.testing.assert_allclose(got, mu, atol=1e3 * eps * np.abs(mu).max())
 
 
+def test_label_context_evaluate_takes_the_new_points_labels():
+    """A label context's singular functions at new points are functions of their labels:
+    ``evaluate(x, y=labels)`` reproduces mu at the training points, gives each new point the
+    value of its class, and without labels says what it needs."""
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 5, size=200)
+    x = rng.standard_normal((200, 3)).astype(np.float32)
+    ctx = C.labels(y)
+    ct = spectrum.contexture(ctx, 3, method="dense")
+    mu = np.asarray(ct.mu, np.float64)
+    np.testing.assert_allclose(np.asarray(ct.evaluate(x, y=y)), mu, atol=1e-5 * np.abs(mu).max())
+    y_new = np.array([4, 0, 0, 3])
+    got = np.asarray(ct.evaluate(rng.standard_normal((4, 3)), y=y_new))
+    first = [int(np.flatnonzero(y == c)[0]) for c in y_new]
+    np.testing.assert_allclose(got, mu[first], atol=1e-5 * np.abs(mu).max())
+    with pytest.raises((ValueError, TypeError), match="y"):
+        ct.evaluate(x)
+
+
 @pytest.mark.parametrize("builder", ["knn", "masked", "rbf"])
 def test_evaluate_in_bounded_memory_equals_dense_rows(monkeypatch, builder):
     """evaluate never holds all dense rows: kNN averages nu over neighbours, others go in chunks;

@@ -34,6 +34,10 @@ How it runs:
   finite state and raises :class:`TrainingDiverged` naming the step.
 * **Bad arguments fail before compilation**: unknown objectives, ``d`` larger than the batch, a
   batch larger than the data, an objective that needs a Gram (or pairs) from a context without one.
+* **Importance sampling** (``importance=``): when the context's samples were drawn from a proposal
+  ``q`` rather than the target ``P_X`` (for example a wider Gaussian, so that the tails where
+  high-order singular functions carry their mass are sampled often), ``importance(x_batch)``
+  returns ``p_X(x) / q(x)`` per row and the (``weighted``) objective uses weighted batch means.
 
 Example:
     >>> import jax
@@ -288,6 +292,8 @@ class Trainer:
         full_batch: whether each step uses every sample once.
         graphdefs: NNX graph definitions of ``Phi`` and ``Psi`` (None where absent).
         chunk: the longest run of steps in one compiled call.
+        importance: ``importance(x_batch) -> (b,)`` importance weights passed to the objective as
+            ``Batch.weight``, or None.
     """
 
     objective: Any
@@ -298,6 +304,7 @@ class Trainer:
     graphdefs: tuple
     chunk: int
     num_classes: int | None = None
+    importance: Callable | None = None
 
     # -- sharding ----------------------------------------------------------------------------------
     def _batch_spec(self, a: jax.Array) -> NamedSharding:
@@ -329,6 +336,8 @@ class Trainer:
     def batch(self, ctx: Any, key: jax.Array) -> dict:
         """The raw batch of a step (sharded over the mesh's data axis)."""
         raw = _sample(ctx, self.objective.data, key, self.batch_size, self.full_batch)
+        if self.importance is not None:
+            raw["weight"] = jax.lax.stop_gradient(self.importance(raw["x"]))
         return self._constrain(raw)
 
     def loss(self, params: Any, rest: Any, ctx: Any, key: jax.Array):
@@ -349,6 +358,8 @@ class Trainer:
         if "labels" in raw:
             fields["a"] = raw["labels"]
             fields["p_a"] = raw["p_a"].astype(phi.dtype)
+        if "weight" in raw:
+            fields["weight"] = raw["weight"].astype(phi.dtype)
         loss, aux = self.objective(O.Batch(**fields))
         new_rest = {
             "phi": nnx.split(phi_mod, nnx.Param, ...)[2],
@@ -514,6 +525,31 @@ def _check_context(context: Any, data: str, name: str) -> None:
         )
 
 
+def _check_importance(importance: Any, obj: Any, x_struct: Any, b: int) -> None:
+    if not callable(importance):
+        raise TypeError(
+            f"importance: expected a function of a batch of inputs, got {type(importance).__name__}"
+        )
+    if not obj.weighted:
+        raise ValueError(
+            f"importance: objective {obj.name!r} does not accept importance weights; use one of "
+            f"{sorted(n for n in O.NAMES if O.get(n).weighted)} (or a callable objective "
+            "wrapped with objectives.get(fn, weighted=True))"
+        )
+    try:
+        out = jax.eval_shape(importance, x_struct)
+    except Exception as e:  # noqa: BLE001 - re-raised with context
+        raise ValueError(
+            f"importance: cannot be applied to the batch's inputs of shape "
+            f"{getattr(x_struct, 'shape', '?')}: {e}"
+        ) from e
+    if getattr(out, "shape", None) != (b,) or not jnp.issubdtype(out.dtype, jnp.floating):
+        raise ValueError(
+            f"importance: must return ({b},) floating weights, one per row, got "
+            f"{getattr(out, 'shape', out)} {getattr(out, 'dtype', '')}"
+        )
+
+
 def _out_struct(module: nnx.Module, x_struct: Any, what: str) -> jax.ShapeDtypeStruct:
     gd, st = nnx.split(module)
     try:
@@ -540,6 +576,7 @@ def make_trainer(
     mesh: jax.sharding.Mesh | None = None,
     log_every: int = 100,
     key: Any = 0,
+    importance: Callable | None = None,
 ) -> tuple[Trainer, nnx.Module | None]:
     """Validate a run and build its :class:`Trainer` (nothing is compiled yet).
 
@@ -590,6 +627,8 @@ def make_trainer(
         )
     k = _as_key(key)
     raw = jax.eval_shape(lambda c, kk: _sample(c, obj.data, kk, b, full), context, k)
+    if importance is not None:
+        _check_importance(importance, obj, raw["x"], b)
     out = _out_struct(encoder, raw["x"], "encoder")
     d = out.shape[1]
     if d >= b:
@@ -638,6 +677,7 @@ def make_trainer(
         graphdefs=graphdefs,
         chunk=min(int(log_every), int(steps)),
         num_classes=num_classes,
+        importance=importance,
     )
     # trace (not compile) one loss: shape errors inside the objective surface here, before XLA
     _, p_phi, r_phi = nnx.split(encoder, nnx.Param, ...)
@@ -890,6 +930,7 @@ def fit(
     reference: Any = None,
     eval_x: Any = None,
     eval_every: int | None = None,
+    importance: Callable | None = None,
 ) -> FitResult:
     r"""Train ``encoder`` (and ``Psi``) on batches drawn from ``context`` to minimise ``objective``.
 
@@ -932,6 +973,17 @@ def fit(
         eval_x: held-out inputs for the reference (None: the context's own samples).
         eval_every: steps between measurements (default ``log_every``); compiled calls are cut
             to ``gcd(log_every, eval_every)`` steps so every measurement falls on its step.
+        importance: importance sampling: a traceable ``importance(x_batch) -> (b,)`` giving
+            ``p_X(x) / q(x)`` (any constant factor) when the context's samples were drawn from a
+            proposal ``q`` instead of the target ``P_X``; the objective then uses self-normalised
+            weighted batch means, so it (and its ``s``) targets ``P_X``. Only for objectives that
+            accept weights (``Objective.weighted``: ``"lowrank"``, ``"nested_joint"``,
+            ``"nested_sequential"``). Useful when ``P_X`` rarely samples where the wanted functions
+            live: ``He_5`` under ``N(0, 1)`` has 30% of its squared norm beyond ``|x| = 4``; with
+            ``x`` drawn from ``N(0, 4)`` and ``importance = lambda x: jnp.exp(-3 / 8 *
+            jnp.sum(x**2, axis=1))`` the nested objective's fifth function reaches an
+            absolute correlation of 0.9986 with ``He_5`` where plain sampling stalled at 0.97
+            (``scripts/learned_path_acceptance.py``).
 
     Returns:
         A :class:`FitResult` with ``.encoder``, ``.psi``, ``.history`` and ``.state``.
@@ -951,6 +1003,7 @@ def fit(
         mesh=mesh,
         log_every=log_every,
         key=key,
+        importance=importance,
     )
     k = _as_key(key)
     steps = int(steps)

@@ -578,6 +578,26 @@ def test_cut_in_a_dense_bulk_takes_block_lanczos():
     # filtered subspace iteration this problem used to get took a 376-column block and ~10^4)
     assert info.block_size <= 16 and info.basis_size <= 5 * d
     assert info.matvecs <= 60 * d, info.matvecs
+    # no gap means many restarts: auto's Lanczos takes the longer gapless basis (4 d, 1.5 d kept)
+    b = info.block_size
+    K = max(4 * d, d + 16 * b)
+    assert f"basis {K}, {round(1.5 * d)} kept" in info.reason, info.reason
+    assert info.basis_size == K
+
+
+def test_gapless_basis_sizes():
+    """The gapless sizes (4 d, 1.5 d kept) apply only to cheap products with no gap at the cut;
+    an explicit basis_size and the other paths keep their rules."""
+    from jaxcontext.linalg._svds import _basis_sizes
+
+    kw = dict(hermitian=True, basis_size=None, max_basis_bytes=2**30)
+    assert _basis_sizes(10**5, 10**5, 64, 8, np.float32, cheap=True, gapless=True, **kw)[:2] == (
+        256, 96)
+    assert _basis_sizes(10**5, 10**5, 64, 8, np.float32, cheap=True, **kw)[:2] == (192, 96)
+    assert _basis_sizes(10**5, 10**5, 64, 8, np.float32, gapless=True, **kw)[:2] == (640, 320)
+    kw["basis_size"] = 200
+    assert _basis_sizes(10**5, 10**5, 64, 8, np.float32, cheap=True, gapless=True, **kw)[:2] == (
+        200, 96)
 
 
 @pytest.mark.parametrize(

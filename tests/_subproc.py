@@ -9,15 +9,57 @@ blocking CI. Keep the number of subprocesses small: each pays the JAX import (se
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: every process computes its own copy
+    fcntl = None
+
 REPO = Path(__file__).resolve().parent.parent
+
+
+def once_per_session(tmp_path_factory, key: str, produce: Callable[[Path], None]) -> Path:
+    """Run ``produce(folder)`` once per pytest session, across xdist workers; return ``folder``.
+
+    A module fixture runs once per xdist worker that gets one of the module's tests, and the load
+    scheduler can split a module's tests between workers: an expensive subprocess job then runs
+    twice. The workers share the parent of their ``basetemp``; the first that needs ``key`` runs
+    ``produce`` there under a file lock and the others wait for it, then read its files. A failure
+    is recorded and raised again in every worker (no second try of a job that timed out).
+    """
+    base = tmp_path_factory.getbasetemp()
+    if fcntl is not None and os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # shared by the workers (without a lock: each worker its own copy)
+    folder = base / f"once-{key}"
+    done, failed = folder / ".done", folder / ".failed"
+    with open(base / f"once-{key}.lock", "w") as lock:
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not done.exists() and not failed.exists():
+                shutil.rmtree(folder, ignore_errors=True)
+                folder.mkdir()
+                try:
+                    produce(folder)
+                except BaseException as e:
+                    failed.write_text(f"{type(e).__name__}: {e}")
+                    raise
+                done.touch()
+        finally:
+            if fcntl is not None:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+    if failed.exists():
+        raise AssertionError(f"{key} failed earlier in this session:\n{failed.read_text()}")
+    return folder
 
 
 def _env(devices: int, extra: dict | None) -> dict:

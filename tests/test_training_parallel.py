@@ -11,15 +11,24 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from _subproc import run_processes, run_python
+from _subproc import once_per_session, run_processes, run_python
 from _train_worker import OBJECTIVES, run
 
 WORKER = Path(__file__).resolve().parent / "_train_worker.py"
 
 
+def _run_one_device(folder):
+    np.savez(folder / "one.npz", **run(jax.devices()[:1]))
+
+
 @pytest.fixture(scope="module")
-def one_device():
-    return run(jax.devices()[:1])
+def one_device(tmp_path_factory):
+    """The one-device run, in this process, once per session (the two tests may land on different
+    xdist workers: see _subproc.once_per_session)."""
+    folder = once_per_session(
+        tmp_path_factory, "test_training_parallel-one-device", _run_one_device
+    )
+    return dict(np.load(folder / "one.npz"))
 
 
 def _compare(got, ref, ndev, local_rows):

@@ -6,10 +6,12 @@ import functools
 import importlib.util
 import json
 import pathlib
+import pickle
 import sys
 
 import numpy as np
 import pytest
+from _subproc import once_per_session
 
 from jaxcontext import datasets as D
 from jaxcontext.workflows import mixing as X
@@ -144,13 +146,10 @@ def test_plan_order_is_checked():
     ]
 
 
-@pytest.fixture(scope="module")
-def script_run(tmp_path_factory):
-    pytest.importorskip("matplotlib")
+def _run_script(out_dir):
     spec = importlib.util.spec_from_file_location("mixing_script", _SCRIPT)
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod
-    out_dir = tmp_path_factory.mktemp("mixing")
     try:
         spec.loader.exec_module(mod)
         # the hypercube of the test above (dim 4): its compiled programs are reused
@@ -178,7 +177,16 @@ def script_run(tmp_path_factory):
         )
     finally:
         sys.modules.pop(spec.name, None)
-    return out, out_dir
+    (out_dir / "out.pickle").write_bytes(pickle.dumps(out))
+
+
+@pytest.fixture(scope="module")
+def script_run(tmp_path_factory):
+    """The script's result and output folder: run once per session, in one test process (its two
+    tests may land on different xdist workers: see tests/_subproc.once_per_session)."""
+    pytest.importorskip("matplotlib")
+    out_dir = once_per_session(tmp_path_factory, "test_workflows_mixing-script", _run_script)
+    return pickle.loads((out_dir / "out.pickle").read_bytes()), out_dir
 
 
 def test_script_writes_json_markdown_and_plot(script_run):

@@ -715,13 +715,17 @@ def _sample_weight(w: Any, b: int, dtype: Any, where: str) -> jax.Array:
     return jax.lax.stop_gradient(w.astype(dtype))
 
 
-def _wmean(x: jax.Array, w: jax.Array) -> jax.Array:
-    """Self-normalised weighted mean over the rows: ``sum_i w_i x_i / sum_i w_i``."""
+def _mean(x: jax.Array, w: jax.Array | None) -> jax.Array:
+    """Batch mean over the rows; with weights the self-normalised ``sum_i w_i x_i / sum_i w_i``."""
+    if w is None:
+        return jnp.mean(x, axis=0)
     return jnp.sum(w[:, None] * x, axis=0) / jnp.sum(w)
 
 
-def _wmm(a: jax.Array, b: jax.Array, w: jax.Array) -> jax.Array:
-    """``sum_i w_i a_i b_i^T / sum_i w_i`` for ``(h, d)`` rows."""
+def _moment(a: jax.Array, b: jax.Array, w: jax.Array | None) -> jax.Array:
+    """``mean_i a_i b_i^T`` over the rows; weighted: ``sum_i w_i a_i b_i^T / sum_i w_i``."""
+    if w is None:
+        return _mm(a.T, b) / a.shape[0]
     return _mm((a * w[:, None]).T, b) / jnp.sum(w)
 
 
@@ -795,48 +799,25 @@ def lowrank_loss(
     _same_shape(f, g, "f", "g", where)
     _even_rows(f, where)
     b, d = f.shape
-    h = b // 2
     alpha = _step_weights(weights, d, f.dtype, where) if nesting else None
-    if sample_weight is not None:
-        return _lowrank_weighted(
-            f, g, _sample_weight(sample_weight, b, f.dtype, where), nesting, alpha
-        )
-    fc, gc = _centre(f), _centre(g)
-    cdiag = jnp.mean(fc * gc, axis=0)
+    w = None if sample_weight is None else _sample_weight(sample_weight, b, f.dtype, where)
+    w1, w2 = (None, None) if w is None else _halves(w)
+    fc, gc = f - _mean(f, w), g - _mean(g, w)
+    cdiag = _mean(fc * gc, w)
     f1, f2 = _halves(fc)
     g1, g2 = _halves(gc)
-    Mf1, Mf2 = _mm(f1.T, f1) / h, _mm(f2.T, f2) / h
-    Mg1, Mg2 = _mm(g1.T, g1) / h, _mm(g2.T, g2) / h
-    P = 0.5 * (Mf1 * Mg2 + Mf2 * Mg1)
-    Psl = None
-    if nesting == "sequential":
-        sg = jax.lax.stop_gradient
-        Sf1, Sf2 = _mm(sg(f1).T, f1) / h, _mm(sg(f2).T, f2) / h
-        Sg1, Sg2 = _mm(sg(g1).T, g1) / h, _mm(sg(g2).T, g2) / h
-        Psl = 0.5 * (Sf1 * Sg2 + Sf2 * Sg1)
-    loss = _nested(cdiag, P, Psl, nesting, alpha)
-    norms = jnp.mean(fc * fc, axis=0) * jnp.mean(gc * gc, axis=0)
-    s = cdiag * jax.lax.rsqrt(jnp.maximum(norms, jnp.finfo(f.dtype).tiny))
-    return loss, {"lowrank": loss, "s": s}
-
-
-def _lowrank_weighted(f, g, w, nesting, alpha):
-    """:func:`lowrank_loss` with every batch mean replaced by the ``w``-weighted one."""
-    fc, gc = f - _wmean(f, w), g - _wmean(g, w)
-    cdiag = _wmean(fc * gc, w)
-    f1, f2 = _halves(fc)
-    g1, g2 = _halves(gc)
-    w1, w2 = _halves(w)
-    P = 0.5 * (_wmm(f1, f1, w1) * _wmm(g2, g2, w2) + _wmm(f2, f2, w2) * _wmm(g1, g1, w1))
+    P = 0.5 * (
+        _moment(f1, f1, w1) * _moment(g2, g2, w2) + _moment(f2, f2, w2) * _moment(g1, g1, w1)
+    )
     Psl = None
     if nesting == "sequential":
         sg = jax.lax.stop_gradient
         Psl = 0.5 * (
-            _wmm(sg(f1), f1, w1) * _wmm(sg(g2), g2, w2)
-            + _wmm(sg(f2), f2, w2) * _wmm(sg(g1), g1, w1)
+            _moment(sg(f1), f1, w1) * _moment(sg(g2), g2, w2)
+            + _moment(sg(f2), f2, w2) * _moment(sg(g1), g1, w1)
         )
     loss = _nested(cdiag, P, Psl, nesting, alpha)
-    norms = _wmean(fc * fc, w) * _wmean(gc * gc, w)
+    norms = _mean(fc * fc, w) * _mean(gc * gc, w)
     s = cdiag * jax.lax.rsqrt(jnp.maximum(norms, jnp.finfo(f.dtype).tiny))
     return loss, {"lowrank": loss, "s": s}
 

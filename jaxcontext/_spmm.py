@@ -228,7 +228,7 @@ MEASURE_REPEATS = 3
 _MEASURED: dict[str, str] = {}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _timed_kernel(name: str, num_rows: int):
     """One jitted product per kernel and row count, so repeated measurements reuse the compile."""
     return jax.jit(lambda r, c, v, p, x, lay: _KERNELS[name](r, c, v, p, x, num_rows, lay))
@@ -291,7 +291,8 @@ def measure_kernels(
 #: 50k-point kNN graph (30 per row) ELL 0.28 against BCSR 0.42. Smaller matrices keep ``"auto"``.
 TUNE_MIN_NNZ = 1_000_000
 TUNE_REPEATS = 3
-#: (backend, pattern fingerprint, orientation, columns, dtype) -> (winner, {kernel: seconds}).
+#: (backend, pattern fingerprint, columns, dtype) -> (winner, {kernel: seconds}); the fingerprint
+#: (shape, row pointer, column sample) also tells the two orientations of a matrix apart.
 _TUNED: dict[tuple, tuple[str, dict[str, float]]] = {}
 
 

@@ -333,7 +333,7 @@ class SparseOperator(LinearOperator):
         )
 
     def tuned(self, num_cols: int, *, transpose: bool = True) -> tuple[SparseOperator, str]:
-        """This operator with its kernel fixed to the faster of ELL and BCSR at ``num_cols``.
+        """The operator with its kernel fixed to the faster of ELL and BCSR at ``num_cols``.
 
         Only for ``kernel="auto"`` on CPU with at least ``_spmm.TUNE_MIN_NNZ`` entries and an ELL
         layout (elsewhere the operator is returned as it is, with an empty note): the two kernels

@@ -128,10 +128,8 @@ def nested1(
     fq = np.asarray(res.encoder(xq[:, None].astype(np.float32)), np.float64)
     Hq = np.asarray(datasets.hermite_functions(xq[:, None], 6), np.float64)[:, 1:]
     fq = fq - wq @ fq
-    corr_pop = [
-        float(abs(wq @ (fq[:, n] * Hq[:, n])) / np.sqrt((wq @ fq[:, n] ** 2) * (wq @ Hq[:, n] ** 2)))
-        for n in range(5)
-    ]
+    cov = np.abs(wq @ (fq * Hq))
+    corr_pop = (cov / np.sqrt((wq @ fq**2) * (wq @ Hq**2))).tolist()
     s = res.history["s"][-500:].mean(axis=0)
     rel = (s / rho ** np.arange(1, 6) - 1).tolist()
     # Rayleigh-Ritz of the learned span against the exact dual kernel (Mehler's formula, whose

@@ -116,11 +116,11 @@ BASIS_PER_D = 10
 BASIS_PER_D_CHEAP = 3
 # auto's Lanczos where d cuts a stretch with no gap (``Plan.gapless``): convergence there takes
 # many restarts, so a longer basis (4 d) pays for its re-orthogonalisation, keeping 1.5 d at a
-# restart. Measured (2-core CPU, float32, d = 64, tol 1e-4, interleaved, two rounds): the 100k-node
-# bulk block model of the solvers suite, basis 192 / 96 kept (the cheap default): 2068 product
-# columns, 19 restarts, 6.8 / 7.9 s; 256 / 96: 1636, 9, 5.2 / 5.5 s; 256 / 128: 6.0-7.2 s; 320 / 160:
-# 6.3-8.4 s; 192 / 72: 8.7-10.2 s. Where a gap exists the default is better: kNN 50k (Golub-Kahan,
-# 4 restarts) took 1.55 s at 192 / 96 and 1.76 s at 256 / 96.
+# restart. Measured (2-core CPU, float32, d = 64, tol 1e-4, interleaved, two rounds): the
+# 100k-node bulk block model of the solvers suite, basis 192 / 96 kept (the cheap default): 2068
+# product columns, 19 restarts, 6.8 / 7.9 s; 256 / 96: 1636, 9, 5.2 / 5.5 s; 256 / 128: 6.0-7.2 s;
+# 320 / 160: 6.3-8.4 s; 192 / 72: 8.7-10.2 s. Where a gap exists the default is better: kNN 50k
+# (Golub-Kahan, 4 restarts) took 1.55 s at 192 / 96 and 1.76 s at 256 / 96.
 BASIS_PER_D_GAPLESS = 4
 KEEP_PER_D_GAPLESS = 1.5
 # With cheap products the second projection of each new block (BCGS2) is skipped when no column
@@ -571,23 +571,35 @@ def svds(
     return out
 
 
+def _with_children(op: Any, kids: Any) -> Any:
+    """``op`` rebuilt around new children: the inverse of :func:`_children`.
+
+    None where the children are not swapped (row-sharded and Gram operators keep theirs).
+    """
+    if isinstance(op, TransposedOperator):
+        return dataclasses.replace(op, op=kids[0])
+    if isinstance(op, (ProductOperator, SumOperator, HStackOperator)):
+        return dataclasses.replace(op, ops=tuple(kids))
+    return None
+
+
 def _tuned_products(op: LinearOperator, width: int, transpose: bool) -> tuple[LinearOperator, str]:
     """``op`` with the kernel of each large sparse part fixed by measurement at ``width`` columns.
 
     The faster sparse product on CPU depends on the pattern (``SparseOperator.tuned``); the
-    Lanczos block width is known only here. Composite operators are rebuilt around their tuned
-    parts; everything else is returned as it is. The note lists what was measured.
+    Lanczos block width is known only here. Composite operators (:func:`_children`) are rebuilt
+    around their tuned parts (:func:`_with_children`); everything else is returned as it is. A
+    transposed part is tuned for both orientations. The note lists what was measured.
     """
     if isinstance(op, SparseOperator):
         return op.tuned(width, transpose=transpose)
-    if isinstance(op, TransposedOperator):
-        inner, note = _tuned_products(op.op, width, True)
-        return dataclasses.replace(op, op=inner), note
-    if isinstance(op, (ProductOperator, SumOperator, HStackOperator)):
-        parts = [_tuned_products(o, width, transpose) for o in op.ops]
-        note = "; ".join(dict.fromkeys(n for _, n in parts if n))
-        return dataclasses.replace(op, ops=tuple(p for p, _ in parts)), note
-    return op, ""
+    kids = _children(op)
+    if kids is None or _with_children(op, kids) is None:
+        return op, ""
+    inner = transpose or isinstance(op, TransposedOperator)
+    parts = [_tuned_products(o, width, inner) for o in kids]
+    note = "; ".join(dict.fromkeys(n for _, n in parts if n))
+    return _with_children(op, [p for p, _ in parts]), note
 
 
 def _detect_symmetry(op, rkey, tol: float, timer=None) -> tuple[bool, str, int]:

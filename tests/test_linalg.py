@@ -770,3 +770,97 @@ def test_svds_lanczos_tunes_the_sparse_kernel_of_composite_operators(monkeypatch
     np.testing.assert_allclose(np.asarray(tuned.s), ref[:6], rtol=1e-4)
     t2, _ = _tuned_products(ops.TransposedOperator(composite), 8, False)
     assert t2.op.ops[1].kernel == "bcsr"  # under a transpose (and products) too
+
+
+# --------------------------------------------------------------------------------------------------
+# issue 12: Chebyshev filter panels, the first pass's start block and segments, the probe
+# --------------------------------------------------------------------------------------------------
+def _random_symmetric_sparse(n, density, seed, dtype):
+    rng = np.random.default_rng(seed)
+    w = sps.random(n, n, density=density, random_state=rng, format="csr")
+    w = (w + w.T).tocsr()
+    deg = np.asarray(w.sum(axis=1)).ravel() + 1.0
+    dis = sps.diags(1.0 / np.sqrt(deg))
+    return (dis @ w @ dis).tocsr().astype(dtype)
+
+
+@pytest.mark.parametrize("precision", ["float32", "float64"], indirect=True)
+def test_chebyshev_filter_in_panels_matches_the_whole_block(precision):
+    """The recurrence run panel by panel (padded to a multiple of the panel) is the same filter."""
+    from jaxcontext.linalg._chebyshev import _filter
+
+    a = _random_symmetric_sparse(3000, 0.004, 0, precision)
+    S = ops.sparse_from_scipy(a)
+    X = jax.random.normal(jax.random.key(0), (3000, 40), precision)
+    xs = jnp.linspace(0.0, 3.0, 40).astype(precision)
+    lo, hi = jnp.asarray(-0.3, precision), jnp.asarray(0.3, precision)
+    whole = np.asarray(_filter(S, X, lo, hi, xs, 7), np.float64)
+    for panel in (8, 16):  # 40 = 5 x 8; 40 -> 48 = 3 x 16, 8 zero columns of padding
+        got = np.asarray(_filter(S, X, lo, hi, xs, 7, panel=panel), np.float64)
+        assert got.shape == whole.shape and got.dtype == whole.dtype
+        err = np.linalg.norm(got - whole) / np.linalg.norm(whole)
+        assert err < 100 * np.finfo(precision).eps, (panel, err)
+
+
+def test_panel_width_follows_the_cache_and_the_operator(monkeypatch):
+    from jaxcontext.linalg import _chebyshev as ch
+
+    monkeypatch.setattr(ch, "_cache_bytes", lambda: 32 * 2**20)  # budget 8 MiB per iterate
+    big = ops.sparse_from_scipy(sps.identity(100_000, format="csr", dtype=np.float32))
+    assert ch.panel_width(big, 128) == 16  # 8 MiB / 400 kB per column: 20 -> 16, divides 128
+    assert ch.panel_width(big, 136) == 16  # 9 panels of 16 pad 136 by 8 columns (< 1/8)
+    assert ch.panel_width(ch._Gram(big, False), 128) == 16
+    small = ops.sparse_from_scipy(sps.identity(10_000, format="csr", dtype=np.float32))
+    assert ch.panel_width(small, 128) == 0  # the whole block fits the budget
+    huge = ops.sparse_from_scipy(sps.identity(1_000_000, format="csr", dtype=np.float32))
+    assert ch.panel_width(huge, 128) == 0  # no panel of 16 columns fits
+    assert ch.panel_width(ops.DenseOperator(jnp.ones((3000, 3000))), 128) == 0  # dense: GEMM
+    monkeypatch.setattr(ch, "_cache_bytes", lambda: 0)  # unknown cache: no panels
+    assert ch.panel_width(big, 128) == 0
+
+
+def test_last_level_cache_is_read_where_sysfs_has_it():
+    from jaxcontext.linalg._chebyshev import _last_level_cache_bytes
+
+    size = _last_level_cache_bytes()
+    assert size == 0 or 2**16 <= size <= 2**32
+
+
+@pytest.mark.parametrize("precision", ["float32", "float64"], indirect=True)
+def test_chebyshev_start_block_covers_a_wide_cluster_in_one_pass(precision):
+    """Inside a cluster the probe's Ritz vectors are nearly degenerate; the start block takes only
+    the isolated top ones (TAKE_ABOVE), so one pass resolves a 60-value cluster cut at d = 30
+    (taking 40 probe vectors needed a second pass here, in float64 too)."""
+    rng = np.random.default_rng(0)
+    n, cl = 8000, 60
+    vals = np.r_[1.0, np.linspace(0.66, 0.64, cl), rng.uniform(-0.42, 0.42, n - cl - 1)]
+    A = ops.sparse_from_scipy(sps.diags(vals.astype(precision)).tocsr())
+    sp = svds(A, cl // 2, method="chebyshev", hermitian=True, tol=1e-4)
+    ref = np.sort(np.abs(vals))[::-1][: cl // 2]
+    np.testing.assert_allclose(np.asarray(sp.s, np.float64), ref, rtol=1e-5)
+    assert bool(sp.info.converged.all())
+    assert sp.info.iterations == 1, sp.info.reason
+
+
+@pytest.mark.parametrize("precision", ["float32", "float64"], indirect=True)
+def test_chebyshev_first_pass_is_segmented_only_where_rounding_would_floor_it(precision):
+    """Float32 with a wide spread between the top value and the cut: the first pass is cut into
+    segments (CholeskyQR between them) and still converges; float64 has the headroom for one."""
+    rng = np.random.default_rng(1)
+    n, cl = 8000, 60
+    vals = np.r_[1.0, np.linspace(0.52, 0.50, cl), rng.uniform(-0.45, 0.45, n - cl - 1)]
+    q = sps.random(n, n, density=3e-4, random_state=rng, format="csr")  # mixes the eigenbasis
+    a = sps.diags(vals) + 1e-3 * (q + q.T)
+    ref = np.sort(np.abs(sla_eigsh(a, 30)))[::-1]
+    A = ops.sparse_from_scipy(a.astype(precision).tocsr())
+    sp = svds(A, 30, method="chebyshev", hermitian=True, tol=1e-4)
+    np.testing.assert_allclose(np.asarray(sp.s, np.float64), ref, rtol=2e-5)
+    assert bool(sp.info.converged.all())
+    first = sp.info.reason.split("degrees [")[1].split(",")[0].split("]")[0]
+    assert ("+" in first) == (precision == np.float32), sp.info.reason
+
+
+def sla_eigsh(a, k):
+    import scipy.sparse.linalg as sla
+
+    return sla.eigsh(a.astype(np.float64), k=k, which="LM", tol=1e-12, return_eigenvectors=False)

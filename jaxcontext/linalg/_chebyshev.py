@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from typing import Any, NamedTuple
 
 import jax
@@ -43,7 +44,7 @@ import numpy as np
 
 from ..operators import LinearOperator
 from ._common import gaussian, ix, mm
-from ._orth import _Basis, _orthonormalize, orthonormalize
+from ._orth import _Basis, _cholqr, _orthonormalize, orthonormalize
 
 __all__ = ["chebyshev_solve"]
 
@@ -87,14 +88,20 @@ class Probe(NamedTuple):
 
 @functools.partial(jax.jit, static_argnames=("b", "steps"))
 def _probe(S, key, *, b: int, steps: int):
-    """Block Lanczos with full re-orthogonalisation: ``steps`` blocks of ``b`` columns."""
+    """Block Lanczos with full re-orthogonalisation: ``steps`` blocks of ``b`` columns.
+
+    The basis is stored transposed with one spare block (the last step writes its unused next
+    block there, so no select copies the whole basis), and each step projects against the rows in
+    use only (``_Basis.ncols``): 100k-node block model, 8 x 10 probe, 0.49 s -> 0.40 s on CPU
+    (0.30 s with the product kernel measured at 8 columns; 1M nodes: 4.3 s -> 3.7 s).
+    """
     n = S.shape[0]
     dt = S.dtype
     K = b * steps
     R0 = gaussian(key, (n, 2 * b), dt)
     fill = R0[:, b:]
     Q0 = orthonormalize(R0[:, :b], fill=fill).Q
-    Vt = jnp.zeros((K, n), dt).at[:b].set(Q0.T)
+    Vt = jnp.zeros((K + b, n), dt).at[:b].set(Q0.T)
     H = jnp.zeros((K, K), dt)
     eps = float(jnp.finfo(dt).eps)
     rank_tol = 100.0 * eps * max(1.0, b**0.5)
@@ -105,18 +112,17 @@ def _probe(S, key, *, b: int, steps: int):
         W = S.matmat(Qi)
         o = _orthonormalize(
             W,
-            _Basis(Vt),
+            _Basis(Vt, ncols=(i + 1) * b, chunk=b),
             fill=jnp.roll(fill, 7919 * (i + 1), axis=0),
             reorth=None,
             rank_tol=rank_tol,
         )
-        H = jax.lax.dynamic_update_slice(H, o.C, ix(0, i * b))
-        # the next block (dropped after the last step)
-        nxt = jax.lax.dynamic_update_slice(Vt, o.Q.T, ix(((i + 1) % steps) * b, 0))
-        Vt = jnp.where(i + 1 < steps, nxt, Vt)
+        H = jax.lax.dynamic_update_slice(H, o.C[:K], ix(0, i * b))
+        Vt = jax.lax.dynamic_update_slice(Vt, o.Q.T, ix((i + 1) * b, 0))
         return Vt, H
 
     Vt, H = jax.lax.fori_loop(0, steps, body, (Vt, H))
+    Vt = Vt[:K]
     # H holds V^T S V column block by column block (rows above the next block); symmetrise from
     # the upper block triangle.
     rows = jnp.arange(K)[:, None] // b
@@ -164,13 +170,8 @@ def _start(P, key, *, take: int, k: int):
     return jnp.concatenate([P[:, :take], R], axis=1)
 
 
-@jax.jit
-def _filter(S, X, lo, a, xs, degree):
-    r"""``T_m(L(S)) X`` for ``L(x) = (2 x - (a + lo)) / (a - lo)``, columns scaled by ``1/T_m(xs)``.
-
-    The scaled three-term recurrence (``y_j = T_j(L(S)) x / T_j(xs)``) keeps columns near unit
-    norm, so no overflow and a well-conditioned block for the next orthonormalisation.
-    """
+def _recurrence(S, X, lo, a, xs, degree):
+    """The scaled three-term recurrence of :func:`_filter` on one block (traceable)."""
     c = 2.0 / (a - lo)
     e = (a + lo) / (a - lo)
 
@@ -191,6 +192,141 @@ def _filter(S, X, lo, a, xs, degree):
 
     out = jax.lax.fori_loop(0, degree - 1, step, (y0, y1, t0, t1))
     return out[1]
+
+
+@functools.partial(jax.jit, static_argnames=("panel",))
+def _filter(S, X, lo, a, xs, degree, panel: int = 0):
+    r"""``T_m(L(S)) X`` for ``L(x) = (2 x - (a + lo)) / (a - lo)``, columns scaled by ``1/T_m(xs)``.
+
+    The scaled three-term recurrence (``y_j = T_j(L(S)) x / T_j(xs)``) keeps columns near unit
+    norm, so no overflow and a well-conditioned block for the next orthonormalisation.
+
+    ``panel > 0``: the columns are independent, so the whole recurrence runs on panels of
+    ``panel`` columns one after another (``lax.map``; the block is padded with zero columns to a
+    multiple of ``panel``, which stay zero). A panel's three iterates stay in the CPU's last-level
+    cache while the sparse product gathers rows of it (see :func:`panel_width`).
+    """
+    if not panel:
+        return _recurrence(S, X, lo, a, xs, degree)
+    n, k = X.shape
+    q = -(-k // panel)
+    Xp = jnp.pad(X, ((0, 0), (0, q * panel - k))).reshape(n, q, panel).transpose(1, 0, 2)
+    xsp = jnp.pad(xs, (0, q * panel - k)).reshape(q, panel)
+    out = jax.lax.map(lambda px: _recurrence(S, px[0], lo, a, px[1], degree), (Xp, xsp))
+    return out.transpose(1, 0, 2).reshape(n, q * panel)[:, :k]
+
+
+def _last_level_cache_bytes() -> int:
+    """Size of the CPU's last-level cache from sysfs (0 where it cannot be read)."""
+    best = 0
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for idx in os.listdir(base):
+            try:
+                with open(f"{base}/{idx}/type") as f:
+                    if f.read().strip() == "Instruction":
+                        continue
+                with open(f"{base}/{idx}/size") as f:
+                    txt = f.read().strip().upper()
+            except OSError:
+                continue
+            mult = {"K": 2**10, "M": 2**20, "G": 2**30}.get(txt[-1:], 1)
+            best = max(best, int(txt.rstrip("KMG")) * mult)
+    except (OSError, ValueError):
+        return 0
+    return best
+
+
+#: Degrees added to the first pass's estimate (the probe's values are lower bounds). A degree costs
+#: ``k`` product columns, a second pass at least ``3 k`` plus an orthonormalisation and a
+#: Rayleigh-Ritz step, so the margin leans high: with 1, the 1M-node block model (d = 32, block
+#: 136) ended its first pass at 1.3e-4 against a target of 5e-5 and needed a second one (degree
+#: 2); the 100k-node model (block 128) reached 2.1e-5 at degree 11 and keeps it with 1.5.
+FIRST_PASS_MARGIN = 1.5
+#: The start block takes the probe's Ritz vectors whose values are above this multiple of the
+#: estimated ``d``-th (isolated top values, which the probe resolves), the rest is random. Inside a
+#: cluster the probe's Ritz vectors are nearly degenerate (a degree-10 Krylov space of 8 vectors
+#: spans about 8 directions of a tight cluster), so taking them left the block a poor cover of the
+#: cluster: on a diagonal test (60 values in [0.64, 0.66], bulk in [-0.42, 0.42], n = 50,000,
+#: d = 30, block 72), 40 probe vectors gave a first-pass residual of 1.2e-2 (float64 too) and a
+#: second pass; with this rule 1.0e-5 in one pass. 1M-node block model: degrees [16, 3] -> [17].
+TAKE_ABOVE = 1.1
+#: A first pass's filter is cut into segments (a CholeskyQR pass between them) whose rounding floor
+#: stays below this fraction of the pass's target residual. The floor, about ``0.2 (a / |lambda_1|)
+#: eps`` times a segment's growth ratio ``T_m(x_1) / T_m(x_d)``, is calibrated on the 1M-node block
+#: model (d = 32, block 136, float32): one segment of degree 17 ended at 6.7e-5, two (9 + 8) at
+#: 2.8e-5, for the same products (the model: 6e-5 for one segment).
+SEGMENT_FLOOR = 1.0
+#: A filter panel's iterate may take this fraction of the last-level cache (three iterates live).
+PANEL_CACHE_FRACTION = 0.25
+#: Narrowest panel: below 16 columns the sparse products cost more per column than the cache gains.
+PANEL_MIN = 16
+
+
+@functools.cache
+def _cache_bytes() -> int:
+    return _last_level_cache_bytes()
+
+
+def panel_width(S: Any, k: int) -> int:
+    """Columns per filter panel for ``S`` and a block of ``k`` (0: the whole block at once).
+
+    Panels only on CPU, for sparse operators (or the Gram operator of one), and only when the
+    whole ``(n, k)`` iterate does not fit in a quarter of the last-level cache but a panel of at
+    least ``PANEL_MIN`` columns does. Measured (2-core EPYC, 32 MiB L3, float32, degree 11 on a
+    128-column block, 100k-node block model with 5M entries): whole block 1.45 s (ELL) / 1.64 s
+    (BCSR); panels of 16 / 32 / 64: 1.13 / 1.21 / 1.18 s (BCSR), 1.79 / 1.32 / 1.44 s (ELL). On the
+    1M-node model no panel fits (64 MB at 16 columns), and there wider products are cheaper per
+    column (5.9 ms at 136 columns against 10 ms at 16).
+    """
+    from .. import operators as ops
+
+    if jax.default_backend() != "cpu":
+        return 0
+    leaf = S.op if isinstance(S, _Gram) else S
+    if not isinstance(leaf, ops.SparseOperator):
+        return 0
+    n = S.shape[0]
+    if isinstance(S, _Gram):
+        n = max(leaf.shape)  # the Gram's products pass through the longer side too
+    budget = PANEL_CACHE_FRACTION * _cache_bytes()
+    item = np.dtype(S.dtype).itemsize
+    if budget <= 0 or n * k * item <= budget:
+        return 0
+    fit = int(budget // (n * item)) // 8 * 8
+    if fit < PANEL_MIN:
+        return 0
+    # the widest panel that pads the block by at most an eighth
+    for p in range(fit, PANEL_MIN - 1, -8):
+        if (-(-k // p)) * p <= 1.125 * k:
+            return p
+    return 0
+
+
+@functools.partial(jax.jit, static_argnames=("panel",))
+def _panel_product(S, X, panel: int):
+    """One product ``S X[:, :panel]`` (the stage timer's unit for a panelled filter)."""
+    return S.matmat(X[:, :panel])
+
+
+def _tuned(S: Any, width: int) -> tuple[Any, str]:
+    """``S`` (an operator or its :class:`_Gram`) with its sparse kernels measured at ``width``."""
+    from ._svds import _tuned_products
+
+    if isinstance(S, _Gram):
+        op, note = _tuned_products(S.op, width, True)
+        return _Gram(op, S.left), note
+    return _tuned_products(S, width, False)
+
+
+@jax.jit
+def _orth_once(Y):
+    """One shifted CholeskyQR pass (between the segments of a first pass).
+
+    Only the conditioning matters there (the next segment's span is the same for any basis of
+    ``Y``'s), so one pass does; the pass's end orthonormalises in full.
+    """
+    return _cholqr(Y, shift=10.0)[0]
 
 
 @jax.jit
@@ -354,7 +490,9 @@ def plan(
     N = S.shape[0]
     b = 8
     steps = max(4, min(10, (N // b) - 1))
-    pr = probe(S, key, b=b, steps=steps, timer=timer)
+    # the probe's narrow products run on the kernel measured at its width (sparse, CPU, >= 1M
+    # entries; cached per pattern), the filter's wide ones keep theirs
+    pr = probe(_tuned(S, b)[0], key, b=b, steps=steps, timer=timer)
     mv = b * steps * (1 if hermitian else 2)
     lam_d = _value_at_count(pr, N, d)
     if d <= pr.theta.size:
@@ -419,7 +557,6 @@ def chebyshev_solve(
     m, n = A.shape
     dt = A.dtype
     passes_max = 30 if maxiter is None else maxiter
-    growth_limit = 1e-3 / float(np.finfo(np.dtype(dt)).eps)
     kp, kr = jax.random.split(key)
     if plan_ is None:
         plan_ = plan(
@@ -433,13 +570,18 @@ def chebyshev_solve(
     lo_of = (lambda a: -a) if hermitian else (lambda a: 0.0)
     # --- start block: the probe's top Ritz vectors, completed with random columns ------------
     K = pr.X.shape[1]
-    take = min(k, K // 2)
+    take = min(k, K // 2, int(np.sum(np.abs(pr.theta) > TAKE_ABOVE * lam_d)))
     X = _start(pr.X, kr, take=take, k=k)
     xs = np.r_[np.abs(pr.theta[:take]), np.zeros(k - take)]
     res = None
     theta = None
     passes = 0
-    degrees: list[int] = []
+    degrees: list[Any] = []
+    eps = float(np.finfo(np.dtype(dt)).eps)
+    # the filter's products: column panels that stay in cache where they fit, on the kernel
+    # measured at the panel width; else the whole block on the operator's kernel
+    panel = panel_width(S, k)
+    Sf, kernel_note = _tuned(S, panel) if panel else (S, "")
     hist: list[float] = []
     target = 0.5 * tol
     while passes < passes_max:
@@ -460,32 +602,57 @@ def chebyshev_solve(
             1.01,
         )
         cap = max(2, int(60 / math.acosh(x_1)))  # growth below e^60: no float32 overflow
+        segments = [int(min(max(int(math.ceil(deg)), 2), max_degree, cap))]
         if res is None:
-            # The probe's estimate is optimistic (its values are lower bounds): one degree more.
-            # Random start columns are dominated by the top eigenvectors, by T_m(x_1) / T_m(x_d);
-            # past ~1e4 in float32 (1e-3 / eps; 4.5e12 in float64) the wanted directions drown in
-            # rounding (measured: a residual floor of 9e-4 at degree 19 on a 1M-node block model,
-            # 3.5e-4 at degree 15). Pass 2 starts from scaled Ritz vectors, which do not have
-            # that problem.
-            deg = deg + 1
+            # The probe's estimate is optimistic (its values are lower bounds): FIRST_PASS_MARGIN
+            # degrees more.
+            # Random start columns are dominated by the top eigenvectors, by T_m(x_1) / T_m(x_d),
+            # and the wanted directions keep only eps T_m(x_1) / T_m(x_d) of relative accuracy
+            # (measured: a residual floor of 9e-4 at degree 19 on a 1M-node block model, 3.5e-4
+            # at degree 15 and 3.3e-4 at degree 16, where a second pass was then needed). So the
+            # first pass is split into segments whose growth ratio keeps that floor under half the
+            # target, with an orthonormalisation between them: span(p2(S) orth(p1(S) X)) =
+            # span(p2(S) p1(S) X), and T_m(x)^2 ~ T_2m(x) / 2, so two segments of degree m damp
+            # like one of 2 m. Later passes start from Ritz vectors scaled by their own values,
+            # which do not have that problem.
+            deg = deg + FIRST_PASS_MARGIN
             spread = math.acosh(x_1) - math.acosh(x_d)
+            seg = cap
             if spread > 0:
-                cap = min(cap, max(2, int(math.log(growth_limit) / spread)))
-        deg = int(min(max(int(math.ceil(deg)), 2), max_degree, cap))
-        fargs = (S, X, jnp.asarray(lo, dt), jnp.asarray(a, dt), jnp.asarray(xs_map, dt), deg)
-        if timer is None:
-            Y = _filter(*fargs)
-        else:
-            Y, t_filter = timer.timed("filter", _filter, *fargs)
-            unit = timer.measure(_matmat, S, X)
-            timer.add("products", deg * unit, deg)
-            timer.add("filter recurrence", max(0.0, t_filter - deg * unit))
+                # the residual floor relative to |theta_1|: about 0.2 (a / |theta_1|) eps times the
+                # growth ratio (the rounding error's part in the damped spectrum, of size <= a)
+                top = abs(float(pr.theta[0]))
+                floor = 0.2 * (a / top) * eps
+                floor_ok = math.log(max(SEGMENT_FLOOR * target / floor, 4.0)) / spread
+                seg = max(2, min(cap, int(floor_ok)))
+            total = int(min(max(int(math.ceil(deg)), 2), max_degree))
+            count = -(-total // seg)
+            segments = [total // count + (1 if i < total % count else 0) for i in range(count)]
+        deg = sum(segments)
+        xs_seg = jnp.asarray(xs_map, dt)
+        for i, deg_i in enumerate(segments):
+            if i:
+                X = _orth_once(Y) if timer is None else timer.run(
+                    "orthonormalisation", _orth_once, Y
+                )
+                xs_seg = jnp.zeros_like(xs_seg)  # orthonormal columns: no scaling needed
+            fargs = (Sf, X, jnp.asarray(lo, dt), jnp.asarray(a, dt), xs_seg, deg_i)
+            if timer is None:
+                Y = _filter(*fargs, panel=panel)
+            else:
+                Y, t_filter = timer.timed("filter", _filter, *fargs, panel=panel)
+                if panel:
+                    unit = timer.measure(_panel_product, Sf, X, panel) * (-(-k // panel))
+                else:
+                    unit = timer.measure(_matmat, Sf, X)
+                timer.add("products", deg_i * unit, deg_i)
+                timer.add("filter recurrence", max(0.0, t_filter - deg_i * unit))
         th, X, rs = _rayleigh_ritz(S, Y, timer)
         theta = np.asarray(th, np.float64)
         res = np.asarray(rs, np.float64)
         xs = np.abs(theta)
         passes += 1
-        degrees.append(deg)
+        degrees.append(deg if len(segments) == 1 else "+".join(map(str, segments)))
         hist.append(float(np.max(res[:d] / _limit(theta[:d], 1.0, hermitian))))
         mv += (deg + 1) * k * (1 if hermitian else 2)
         # a lower bound of |lambda_k| (Ritz values interlace), kept below the d-th Ritz value so
@@ -495,8 +662,11 @@ def chebyshev_solve(
             break
     capped = f" (capped from {plan_.uncapped})" if plan_.uncapped > k else ""
     note = (
-        f"Chebyshev-filtered subspace iteration: block {k}{capped}, damping bound {a:.3g}, degrees "
-        f"{degrees}, relative residuals {', '.join(f'{h:.1e}' for h in hist)} "
+        f"Chebyshev-filtered subspace iteration: block {k}{capped}"
+        + (f", filter in panels of {panel} columns" if panel else "")
+        + (f" ({kernel_note})" if kernel_note else "")
+        + f", damping bound {a:.3g}, degrees "
+        f"[{', '.join(map(str, degrees))}], relative residuals {', '.join(f'{h:.1e}' for h in hist)} "
         f"(probe: {b} x {steps} block Lanczos, estimated d-th value {lam_d:.3g}, "
         f"{cluster:.0f} values above 0.9 times it, {wide:.0f} above half of it)"
     )

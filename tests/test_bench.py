@@ -357,6 +357,21 @@ def test_select_by_substring_and_glob():
     assert H.select(cases, ["nothing"]) == []
 
 
+def test_select_impls_keeps_the_baseline():
+    cases = H.suite_cases("operators", "tiny")
+    for c in H.select_impls(cases, ["JAXCONTEXT"]):
+        names = [i.name for i in c.impls]
+        assert any(i.baseline for i in c.impls)
+        assert all(i.baseline or "jaxcontext" in i.name.lower() for i in c.impls), names
+    assert H.select_impls(cases, ["no-such-impl"]) == []
+    solvers = H.select_impls(H.suite_cases("solvers", "tiny"), ["[j]axcontext", "eigsh"])
+    assert solvers
+    for c in solvers:
+        names = [i.name for i in c.impls if not i.baseline]
+        assert "jaxcontext" in names and all(n == "jaxcontext" or "eigsh" in n for n in names)
+    assert H.select_impls(cases, None) == list(cases)
+
+
 def test_json_turns_non_finite_numbers_into_null(tmp_path):
     entry = H.Entry(
         suite="s",

@@ -115,6 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
         "glob); repeatable",
     )
     p.add_argument(
+        "--impl",
+        action="append",
+        metavar="PATTERN",
+        help="run only implementations whose name contains PATTERN (case-insensitive; with "
+        "*?[ a glob on the whole name, e.g. '[j]axcontext' for the auto entry alone), plus "
+        "each case's baseline; repeatable (e.g. --impl jaxcontext --impl eigsh)",
+    )
+    p.add_argument(
         "--seed", type=_nonnegative_int, default=0, help="seed of the random inputs (default 0)"
     )
     p.add_argument(
@@ -189,6 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     if not selected:
         names = ", ".join(f"{c.suite}/{c.name}" for c in cases)
         parser.error(f"--only {args.only}: no case matches; cases at size {args.size}: {names}")
+    if args.impl:
+        narrowed = _harness.select_impls(selected, args.impl)
+        if not narrowed:
+            parser.error(f"--impl {args.impl}: no implementation matches in the selected cases")
+        selected = narrowed
     if args.list:
         for c in selected:
             impls = ", ".join(i.name + (" *" if i.baseline else "") for i in c.impls)
@@ -203,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": args.repeats or DEFAULT_REPEATS[args.size],
         "time_budget_s": args.time_budget or DEFAULT_BUDGET_S[args.size],
         "only": args.only,
+        "impl": args.impl,
         "memory": not args.no_memory,
         "cpu_devices": args.cpu_devices,
         "command": "python -m jaxcontext.bench "

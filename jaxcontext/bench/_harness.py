@@ -637,6 +637,32 @@ def select(cases: Sequence[Case], only: Sequence[str] | None) -> list[Case]:
     return keep
 
 
+def select_impls(cases: Sequence[Case], impls: Sequence[str] | None) -> list[Case]:
+    """Keep the implementations whose name contains one of ``impls`` (case-insensitive; a pattern
+    with ``*?[`` matches the whole name as a glob, so ``'[j]axcontext'`` is the ``auto`` entry
+    alone), and the baseline of each case (speedups are taken against it); cases left with
+    nothing else go."""
+    import fnmatch
+
+    if not impls:
+        return list(cases)
+    pats = [p.lower() for p in impls]
+
+    def hit(name: str) -> bool:
+        name = name.lower()
+        return any(
+            fnmatch.fnmatchcase(name, p) if any(ch in p for ch in "*?[") else p in name
+            for p in pats
+        )
+
+    out = []
+    for c in cases:
+        kept = tuple(i for i in c.impls if i.baseline or hit(i.name))
+        if any(not i.baseline for i in kept):
+            out.append(c._replace(impls=kept))
+    return out
+
+
 def run(
     cases: Sequence[Case],
     *,

@@ -237,12 +237,12 @@ def _last_level_cache_bytes() -> int:
     return best
 
 
-#: Degrees added to the first pass's estimate (the probe's values are lower bounds). A degree costs
-#: ``k`` product columns, a second pass at least ``3 k`` plus an orthonormalisation and a
-#: Rayleigh-Ritz step, so the margin leans high: with 1, the 1M-node block model (d = 32, block
-#: 136) ended its first pass at 1.3e-4 against a target of 5e-5 and needed a second one (degree
-#: 2); the 100k-node model (block 128) reached 2.1e-5 at degree 11 and keeps it with 1.5.
-FIRST_PASS_MARGIN = 1.5
+#: Degrees added to the first pass's estimate (the probe's values are lower bounds). Measured on
+#: the 1M-node block model (d = 32, block 136, float32, the start block of TAKE_ABOVE): 1 gives
+#: degree 16 and a first-pass residual of 7.1e-5 (tol 1e-4: one pass, 2428 product columns);
+#: 1.5 gives 17, cut into segments 9 + 8, 2.8e-5, 1.5-2 s slower. The 100k-node model (block 128)
+#: takes degree 11 with either and reaches 2.1e-5.
+FIRST_PASS_MARGIN = 1.0
 #: The start block takes the probe's Ritz vectors whose values are above this multiple of the
 #: estimated ``d``-th (isolated top values, which the probe resolves), the rest is random. Inside a
 #: cluster the probe's Ritz vectors are nearly degenerate (a degree-10 Krylov space of 8 vectors
@@ -254,8 +254,9 @@ TAKE_ABOVE = 1.1
 #: A first pass's filter is cut into segments (a CholeskyQR pass between them) whose rounding floor
 #: stays below this fraction of the pass's target residual. The floor, about ``0.2 (a / |lambda_1|)
 #: eps`` times a segment's growth ratio ``T_m(x_1) / T_m(x_d)``, is calibrated on the 1M-node block
-#: model (d = 32, block 136, float32): one segment of degree 17 ended at 6.7e-5, two (9 + 8) at
-#: 2.8e-5, for the same products (the model: 6e-5 for one segment).
+#: model (d = 32, block 136, float32): one segment of degree 17 ended at 6.7e-5 and one of 16 at
+#: 7.1e-5 (the floor, not convergence, sets both), two (9 + 8) at 2.8e-5 (the model: 6e-5 and
+#: 3.5e-5 for one segment of 17 and 16).
 SEGMENT_FLOOR = 1.0
 #: A filter panel's iterate may take this fraction of the last-level cache (three iterates live).
 PANEL_CACHE_FRACTION = 0.25

@@ -638,10 +638,12 @@ def select(cases: Sequence[Case], only: Sequence[str] | None) -> list[Case]:
 
 
 def select_impls(cases: Sequence[Case], impls: Sequence[str] | None) -> list[Case]:
-    """Keep the implementations whose name contains one of ``impls`` (case-insensitive; a pattern
-    with ``*?[`` matches the whole name as a glob, so ``'[j]axcontext'`` is the ``auto`` entry
-    alone), and the baseline of each case (speedups are taken against it); cases left with
-    nothing else go."""
+    """Keep the implementations named by ``impls``, and each case's baseline.
+
+    A pattern matches a name that contains it (case-insensitive); one with ``*?[`` matches the
+    whole name as a glob, so ``'[j]axcontext'`` is the ``auto`` entry alone. The baseline stays
+    because speedups are taken against it; cases left with nothing else are dropped.
+    """
     import fnmatch
 
     if not impls:

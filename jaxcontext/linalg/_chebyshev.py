@@ -645,6 +645,7 @@ def chebyshev_solve(
             segments = [total // count + (1 if i < total % count else 0) for i in range(count)]
         deg = sum(segments)
         xs_seg = jnp.asarray(xs_map, dt)
+        Y = X  # each segment filters the previous one's output
         for i, deg_i in enumerate(segments):
             if i:
                 X = _orth_once(Y) if timer is None else timer.run(
@@ -681,8 +682,8 @@ def chebyshev_solve(
         f"Chebyshev-filtered subspace iteration: block {k}{capped}"
         + (f", filter in panels of {panel} columns" if panel else "")
         + (f" ({kernel_note})" if kernel_note else "")
-        + f", damping bound {a:.3g}, degrees "
-        f"[{', '.join(map(str, degrees))}], relative residuals {', '.join(f'{h:.1e}' for h in hist)} "
+        + f", damping bound {a:.3g}, degrees [{', '.join(map(str, degrees))}], relative "
+        f"residuals {', '.join(f'{h:.1e}' for h in hist)} "
         f"(probe: {b} x {steps} block Lanczos, estimated d-th value {lam_d:.3g}, "
         f"{cluster:.0f} values above 0.9 times it, {wide:.0f} above half of it)"
     )

@@ -418,18 +418,22 @@ def svds(
           block (all eigenvalues within 10% of the ``d``-th, so a cluster cut by ``d`` is taken
           whole, capped at ``max(4 (d + max(8, d / 4)), 256)`` columns and ``max_basis_bytes``)
           and the damping interval; then passes of a polynomial filter of adaptive degree,
-          Householder QR and Rayleigh-Ritz until every residual meets ``tol`` or ``maxiter``
-          passes (default 30). Products dominate its cost (no large basis to re-orthogonalise):
-          the fastest here on sparse graph and kNN operators with a gap near the cut. ``bound``
-          overrides the damping bound.
+          CholeskyQR orthonormalisation and Rayleigh-Ritz until every residual meets ``tol`` or
+          ``maxiter`` passes (default 30). The start block is random except for the probe's
+          isolated top Ritz vectors; on CPU a sparse operator's filter runs on column panels that
+          fit the last-level cache, with the product kernel measured at the panel width. Products
+          dominate its cost (no large basis to re-orthogonalise): the fastest here on sparse graph
+          operators with a gap near the cut. ``bound`` overrides the damping bound.
         * ``"auto"``: ``"dense"`` when ``min(m, n) <= 500`` or ``d > min(m, n) / 4`` (and the dense
           matrix has at most ``2**26`` entries); else, when a product is cheap (at most ~1000
           flops per row and column: sparse graph and kNN operators), the Chebyshev probe, and
           ``"chebyshev"`` unless ``d`` cuts a stretch of spectrum with no gap (singular values
           within 10% of the ``d``-th would need more than the block cap), where ``"lanczos"``
-          needs far fewer products; ``"lanczos"`` when products are costly (dense, matrix-free
-          kernels). ``info.reason`` says which and why. On a CPU the dense path calls numpy's
-          LAPACK (XLA's CPU SVD is several times slower).
+          needs far fewer products, or, for a non-symmetric operator, filtering ``A^T A`` would
+          take more than 60 product columns per triplet (Golub-Kahan ``"lanczos"`` then, as on
+          kNN operators); ``"lanczos"`` when products are costly (dense, matrix-free kernels).
+          ``info.reason`` says which and why. On a CPU the dense path calls numpy's LAPACK (XLA's
+          CPU SVD is several times slower).
 
     The symmetric path (``hermitian``, or found by the probe) works with ``A`` itself
     (eigenvalues ``lambda``), which converges much faster than ``A^T A``; singular values are

@@ -805,7 +805,8 @@ def test_chebyshev_filter_in_panels_matches_the_whole_block(precision):
 def test_panel_width_follows_the_cache_and_the_operator(monkeypatch):
     from jaxcontext.linalg import _chebyshev as ch
 
-    monkeypatch.setattr(ch, "_cache_bytes", lambda: 32 * 2**20)  # budget 8 MiB per iterate
+    # budget 8 MiB per iterate
+    monkeypatch.setattr(ch, "_last_level_cache_bytes", lambda: 32 * 2**20)
     big = ops.sparse_from_scipy(sps.identity(100_000, format="csr", dtype=np.float32))
     assert ch.panel_width(big, 128) == 16  # 8 MiB / 400 kB per column: 20 -> 16, divides 128
     assert ch.panel_width(big, 136) == 16  # 9 panels of 16 pad 136 by 8 columns (< 1/8)
@@ -815,7 +816,7 @@ def test_panel_width_follows_the_cache_and_the_operator(monkeypatch):
     huge = ops.sparse_from_scipy(sps.identity(1_000_000, format="csr", dtype=np.float32))
     assert ch.panel_width(huge, 128) == 0  # no panel of 16 columns fits
     assert ch.panel_width(ops.DenseOperator(jnp.ones((3000, 3000))), 128) == 0  # dense: GEMM
-    monkeypatch.setattr(ch, "_cache_bytes", lambda: 0)  # unknown cache: no panels
+    monkeypatch.setattr(ch, "_last_level_cache_bytes", lambda: 0)  # unknown cache: no panels
     assert ch.panel_width(big, 128) == 0
 
 

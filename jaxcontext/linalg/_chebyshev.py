@@ -18,12 +18,13 @@ there is no basis of ``10 d`` columns to re-orthogonalise (which made Lanczos bo
 Two things make it robust without a user-supplied spectrum:
 
 * **The damping interval and the block size come from a probe**: a short block Lanczos run
-  (``b`` random start vectors, full re-orthogonalisation) gives Ritz values ``theta_j`` and
-  Gauss-quadrature weights ``w_j`` (first-block components), hence an estimate of the eigenvalue
-  count ``N(t) ~ n sum_{|theta_j| >= t} w_j``. The block covers every eigenvalue within 10% of the
-  estimated ``d``-th (a cluster cut by ``d`` is taken whole) and the damping bound ``a`` is put
-  where ``N`` reaches twice the block size. Ritz values are lower bounds of the eigenvalues by
-  interlacing, so ``a`` errs low: a low ``a`` slows convergence but never damps a wanted direction.
+  (``b`` random start vectors, orthogonalised against the whole basis) gives Ritz values
+  ``theta_j`` and Gauss-quadrature weights ``w_j`` (first-block components), hence an estimate of
+  the eigenvalue count ``N(t) ~ n sum_{|theta_j| >= t} w_j``. The block covers every eigenvalue
+  within 10% of the estimated ``d``-th (a cluster cut by ``d`` is taken whole) and the damping
+  bound ``a`` is put where ``N`` reaches twice the block size. Ritz values are lower bounds of the
+  eigenvalues by interlacing, so ``a`` errs low: a low ``a`` slows convergence but never damps a
+  wanted direction.
 * **Each pass updates** ``a <- max(a, |theta_k|)`` (still a lower bound of ``|lambda_k|``) and
   picks the degree from the measured residuals: ``T_m(x_d) >= 2 r_d / tol``.
 
@@ -91,17 +92,18 @@ class Probe(NamedTuple):
     theta: np.ndarray
     weight: np.ndarray  # Gauss-quadrature weights, summing to 1
     X: jax.Array  # (n, K) Ritz vectors, same order
-    b: int = 8  # the probe's block
+    b: int  # the probe's block (columns per step)
 
 
 @functools.partial(jax.jit, static_argnames=("b", "steps", "reorth"))
 def _probe(S, key, *, b: int, steps: int, reorth: float | None = None):
-    """Block Lanczos with full re-orthogonalisation: ``steps`` blocks of ``b`` columns.
+    """Block Lanczos: ``steps`` blocks of ``b`` columns, each orthogonalised against the basis.
 
-    The basis is stored transposed with one spare block (the last step writes its unused next
-    block there, so no select copies the whole basis), and each step projects against the rows in
-    use only (``_Basis.ncols``): 100k-node block model, 8 x 10 probe, 0.49 s -> 0.40 s on CPU
-    (0.30 s with the product kernel measured at 8 columns; 1M nodes: 4.3 s -> 3.7 s).
+    ``reorth`` as in :func:`orthonormalize` (``None``: always two projections). The basis is
+    stored transposed with one spare block (the last step writes its unused next block there, so
+    no select copies the whole basis), and each step projects against the rows in use only
+    (``_Basis.ncols``): 100k-node block model, 8 x 10 probe, 0.49 s -> 0.40 s on CPU (0.30 s with
+    the product kernel measured at 8 columns; 1M nodes: 4.3 s -> 3.7 s; PROBE_REORTH for more).
     """
     n = S.shape[0]
     dt = S.dtype
@@ -226,6 +228,7 @@ def _filter(S, X, lo, a, xs, degree, panel: int = 0):
     return out.transpose(1, 0, 2).reshape(n, q * panel)[:, :k]
 
 
+@functools.cache
 def _last_level_cache_bytes() -> int:
     """Size of the CPU's last-level cache from sysfs (0 where it cannot be read)."""
     best = 0
@@ -284,11 +287,6 @@ PANEL_CACHE_FRACTION = 0.25
 PANEL_MIN = 16
 
 
-@functools.cache
-def _cache_bytes() -> int:
-    return _last_level_cache_bytes()
-
-
 def panel_width(S: Any, k: int) -> int:
     """Columns per filter panel for ``S`` and a block of ``k`` (0: the whole block at once).
 
@@ -304,13 +302,12 @@ def panel_width(S: Any, k: int) -> int:
 
     if jax.default_backend() != "cpu":
         return 0
-    leaf = S.op if isinstance(S, _Gram) else S
+    gram = isinstance(S, _Gram)
+    leaf = S.op if gram else S
     if not isinstance(leaf, ops.SparseOperator):
         return 0
-    n = S.shape[0]
-    if isinstance(S, _Gram):
-        n = max(leaf.shape)  # the Gram's products pass through the longer side too
-    budget = PANEL_CACHE_FRACTION * _cache_bytes()
+    n = max(leaf.shape) if gram else S.shape[0]  # a Gram's products pass through both sides
+    budget = PANEL_CACHE_FRACTION * _last_level_cache_bytes()
     item = np.dtype(S.dtype).itemsize
     if budget <= 0 or n * k * item <= budget:
         return 0
@@ -326,11 +323,8 @@ def panel_width(S: Any, k: int) -> int:
 
 def _tuned(S: Any, width: int) -> tuple[Any, str]:
     """``S`` (an operator or its :class:`_Gram`) with its sparse kernels measured at ``width``."""
-    from ._svds import _tuned_products
+    from ._svds import _tuned_products  # _svds imports this module
 
-    if isinstance(S, _Gram):
-        op, note = _tuned_products(S.op, width, True)
-        return _Gram(op, S.left), note
     return _tuned_products(S, width, False)
 
 
@@ -617,7 +611,7 @@ def chebyshev_solve(
             1.01,
         )
         cap = max(2, int(60 / math.acosh(x_1)))  # growth below e^60: no float32 overflow
-        segments = [int(min(max(int(math.ceil(deg)), 2), max_degree, cap))]
+        seg = cap  # degree of one segment: every pass but the first is one segment
         if res is None:
             # The probe's estimate is optimistic (its values are lower bounds): FIRST_PASS_MARGIN
             # degrees more.
@@ -632,7 +626,6 @@ def chebyshev_solve(
             # vectors scaled by their own values, which do not have that problem.
             deg = deg + FIRST_PASS_MARGIN
             spread = math.acosh(x_1) - math.acosh(x_d)
-            seg = cap
             if spread > 0:
                 # the residual floor relative to |theta_1|: about 0.2 (a / |theta_1|) eps times the
                 # growth ratio (the rounding error's part in the damped spectrum, of size <= a)
@@ -640,10 +633,12 @@ def chebyshev_solve(
                 floor = 0.2 * (a / top) * eps
                 floor_ok = math.log(max(SEGMENT_FLOOR * target / floor, 4.0)) / spread
                 seg = max(2, min(cap, int(floor_ok)))
-            total = int(min(max(int(math.ceil(deg)), 2), max_degree))
-            count = -(-total // seg)
-            segments = [total // count + (1 if i < total % count else 0) for i in range(count)]
-        deg = sum(segments)
+        total = int(min(max(int(math.ceil(deg)), 2), max_degree))
+        if res is not None:
+            total = seg = min(total, cap)
+        count = -(-total // seg)
+        segments = [total // count + (1 if i < total % count else 0) for i in range(count)]
+        deg = total
         xs_seg = jnp.asarray(xs_map, dt)
         Y = X  # each segment filters the previous one's output
         for i, deg_i in enumerate(segments):

@@ -578,10 +578,14 @@ def svds(
 def _with_children(op: Any, kids: Any) -> Any:
     """``op`` rebuilt around new children: the inverse of :func:`_children`.
 
-    None where the children are not swapped (row-sharded and Gram operators keep theirs).
+    None where the children are not swapped (row-sharded operators keep theirs).
     """
+    from ._chebyshev import _Gram
+
     if isinstance(op, TransposedOperator):
         return dataclasses.replace(op, op=kids[0])
+    if isinstance(op, _Gram):
+        return _Gram(kids[0], op.left)
     if isinstance(op, (ProductOperator, SumOperator, HStackOperator)):
         return dataclasses.replace(op, ops=tuple(kids))
     return None
@@ -593,14 +597,17 @@ def _tuned_products(op: LinearOperator, width: int, transpose: bool) -> tuple[Li
     The faster sparse product on CPU depends on the pattern (``SparseOperator.tuned``); the
     Lanczos block width is known only here. Composite operators (:func:`_children`) are rebuilt
     around their tuned parts (:func:`_with_children`); everything else is returned as it is. A
-    transposed part is tuned for both orientations. The note lists what was measured.
+    transposed part, or the operator of a Gram ``A^T A`` / ``A A^T``, is tuned for both
+    orientations. The note lists what was measured.
     """
+    from ._chebyshev import _Gram
+
     if isinstance(op, SparseOperator):
         return op.tuned(width, transpose=transpose)
     kids = _children(op)
     if kids is None or _with_children(op, kids) is None:
         return op, ""
-    inner = transpose or isinstance(op, TransposedOperator)
+    inner = transpose or isinstance(op, (TransposedOperator, _Gram))
     parts = [_tuned_products(o, width, inner) for o in kids]
     note = "; ".join(dict.fromkeys(n for _, n in parts if n))
     return _with_children(op, [p for p, _ in parts]), note

@@ -618,23 +618,20 @@ def suite_cases(suite: str, size: str, *, dtype: str = "float32", seed: int = 0)
     return list(mod.cases(size, dtype=np.dtype(dtype), seed=seed))
 
 
-def select(cases: Sequence[Case], only: Sequence[str] | None) -> list[Case]:
-    """Keep the cases whose ``suite/name`` contains one of ``only`` (or matches it as a glob)."""
+def _matches(pat: str, *texts: str) -> bool:
+    """``pat`` as a glob (when it has ``*?[``) matching one of ``texts``, else a substring."""
     import fnmatch
 
+    if any(ch in pat for ch in "*?["):
+        return any(fnmatch.fnmatch(t, pat) for t in texts)
+    return any(pat in t for t in texts)
+
+
+def select(cases: Sequence[Case], only: Sequence[str] | None) -> list[Case]:
+    """Keep the cases whose ``suite/name`` contains one of ``only`` (or matches it as a glob)."""
     if not only:
         return list(cases)
-    keep = []
-    for c in cases:
-        full = f"{c.suite}/{c.name}"
-        for pat in only:
-            globbing = any(ch in pat for ch in "*?[")
-            if (globbing and (fnmatch.fnmatch(full, pat) or fnmatch.fnmatch(c.name, pat))) or (
-                not globbing and pat in full
-            ):
-                keep.append(c)
-                break
-    return keep
+    return [c for c in cases if any(_matches(p, f"{c.suite}/{c.name}", c.name) for p in only)]
 
 
 def select_impls(cases: Sequence[Case], impls: Sequence[str] | None) -> list[Case]:
@@ -644,22 +641,14 @@ def select_impls(cases: Sequence[Case], impls: Sequence[str] | None) -> list[Cas
     whole name as a glob, so ``'[j]axcontext'`` is the ``auto`` entry alone. The baseline stays
     because speedups are taken against it; cases left with nothing else are dropped.
     """
-    import fnmatch
-
     if not impls:
         return list(cases)
     pats = [p.lower() for p in impls]
-
-    def hit(name: str) -> bool:
-        name = name.lower()
-        return any(
-            fnmatch.fnmatchcase(name, p) if any(ch in p for ch in "*?[") else p in name
-            for p in pats
-        )
-
     out = []
     for c in cases:
-        kept = tuple(i for i in c.impls if i.baseline or hit(i.name))
+        kept = tuple(
+            i for i in c.impls if i.baseline or any(_matches(p, i.name.lower()) for p in pats)
+        )
         if any(not i.baseline for i in kept):
             out.append(c._replace(impls=kept))
     return out

@@ -847,21 +847,17 @@ def test_chebyshev_start_block_covers_a_wide_cluster_in_one_pass(precision):
 def test_chebyshev_first_pass_is_segmented_only_where_rounding_would_floor_it(precision):
     """Float32 with a wide spread between the top value and the cut: the first pass is cut into
     segments (CholeskyQR between them) and still converges; float64 has the headroom for one."""
+    from _svds_problems import reference_sparse
+
     rng = np.random.default_rng(1)
     n, cl = 8000, 60
     vals = np.r_[1.0, np.linspace(0.52, 0.50, cl), rng.uniform(-0.45, 0.45, n - cl - 1)]
     q = sps.random(n, n, density=3e-4, random_state=rng, format="csr")  # mixes the eigenbasis
     a = sps.diags(vals) + 1e-3 * (q + q.T)
-    ref = np.sort(np.abs(sla_eigsh(a, 30)))[::-1]
+    ref = reference_sparse(a.tocsr(), 30, True)
     A = ops.sparse_from_scipy(a.astype(precision).tocsr())
     sp = svds(A, 30, method="chebyshev", hermitian=True, tol=1e-4)
     np.testing.assert_allclose(np.asarray(sp.s, np.float64), ref, rtol=2e-5)
     assert bool(sp.info.converged.all())
     first = sp.info.reason.split("degrees [")[1].split(",")[0].split("]")[0]
     assert ("+" in first) == (precision == np.float32), sp.info.reason
-
-
-def sla_eigsh(a, k):
-    import scipy.sparse.linalg as sla
-
-    return sla.eigsh(a.astype(np.float64), k=k, which="LM", tol=1e-12, return_eigenvectors=False)

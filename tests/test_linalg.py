@@ -140,6 +140,35 @@ def test_orthonormalize_against_basis(rng, cond):
     assert not bool(deficient[0])
 
 
+def test_orthonormalize_nearly_orthonormal_block_takes_one_pass(rng, precision):
+    """Within NEAR_ORTHONORMAL of orthonormal: one plain CholeskyQR pass, still orthonormal."""
+    from jaxcontext.linalg._orth import NEAR_ORTHONORMAL, _cholqr
+
+    n, k = 2000, 24
+    eps = float(np.finfo(precision).eps)
+    Q0 = np.linalg.qr(rng.standard_normal((n, k)))[0]
+    X = (Q0 + 0.02 * rng.standard_normal((n, k)) / np.sqrt(n)).astype(precision)
+    X = X * np.linspace(0.5, 3.0, k).astype(precision)  # columns of unequal norm
+    g = np.asarray(X, np.float64).T @ np.asarray(X, np.float64)
+    dn = np.sqrt(np.diag(g))
+    assert np.abs(g / np.outer(dn, dn) - np.eye(k)).max() < NEAR_ORTHONORMAL
+    o = orthonormalize(jnp.asarray(X))
+    assert o.Q.dtype == precision
+    one = _cholqr(jnp.asarray(X))[0]
+    # exactly the one-pass result (three passes would round differently)
+    np.testing.assert_array_equal(np.asarray(o.Q), np.asarray(one))
+    check_orthonormal(o.Q, atol=50 * eps)
+    np.testing.assert_allclose(
+        np.asarray(o.Q @ o.R, np.float64), X, atol=50 * eps * np.abs(X).max()
+    )
+    # a far-from-orthonormal block still takes the full passes (and ends orthonormal)
+    Y = with_spectrum(rng, n, k, np.logspace(0, -5, k)).astype(precision)
+    oy = orthonormalize(jnp.asarray(Y))
+    check_orthonormal(oy.Q, atol=50 * eps)
+    one_y = np.asarray(_cholqr(jnp.asarray(Y))[0])  # NaN in float32, 1e-6 off in float64
+    assert not np.allclose(np.asarray(oy.Q), one_y, rtol=0, atol=100 * eps)
+
+
 def test_orthonormalize_rank_deficient_fills_with_key():
     n = 64
     X = np.zeros((n, 4), np.float32)
@@ -785,6 +814,41 @@ def _random_symmetric_sparse(n, density, seed, dtype):
 
 
 @pytest.mark.parametrize("precision", ["float32", "float64"], indirect=True)
+@pytest.mark.parametrize("hermitian", [True, False])
+def test_chebyshev_later_passes_start_from_all_ritz_vectors(precision, hermitian):
+    """A solve of several passes: each later pass filters all ``k`` Ritz vectors (the top ``d``
+    from the residual step, the rest formed only then); the Gram path extracts the triplets from
+    the top ``d``. Values and vectors match float64 LAPACK."""
+    rng = np.random.default_rng(5)
+    n, d = 400, 6
+    s = 1.0 / np.sqrt(1.0 + np.arange(n))  # slow decay: one pass does not reach tol
+    U = np.linalg.qr(rng.standard_normal((n, n)))[0]
+    V = U if hermitian else np.linalg.qr(rng.standard_normal((n, n)))[0]
+    A = (U * s) @ V.T
+    tol = 1e-5 if precision == np.float32 else 1e-10
+    sp = svds(jnp.asarray(A.astype(precision)), d, method="chebyshev", hermitian=hermitian, tol=tol)
+    assert sp.s.dtype == precision
+    assert sp.info.iterations >= 2, sp.info.reason
+    assert bool(sp.info.converged.all()) and float(np.max(sp.residuals)) <= tol
+    np.testing.assert_allclose(np.asarray(sp.s, np.float64), s[:d], rtol=0, atol=2 * tol)
+    assert subspace_distance(V[:, :d], np.asarray(sp.V, np.float64)) < 1e3 * tol
+    # the pieces: Ritz pairs of the top d with their residuals, then all k vectors
+    from jaxcontext.linalg._chebyshev import _complete, _ritz
+
+    S = jnp.asarray((A @ A.T if not hermitian else A).astype(precision))
+    k = 16
+    Q = jnp.asarray(np.linalg.qr(rng.standard_normal((n, k)))[0].astype(precision))
+    theta, Z, Xd, res = _ritz(ops.dense(S), Q, d=d)
+    Q64, Z64, S64 = (np.asarray(x, np.float64) for x in (Q, Z, S))
+    X64 = Q64 @ Z64
+    eps = float(np.finfo(precision).eps)
+    assert Xd.shape == (n, d) and res.shape == (d,)
+    np.testing.assert_allclose(np.asarray(Xd), X64[:, :d], atol=50 * eps)
+    R64 = S64 @ X64[:, :d] - X64[:, :d] * np.asarray(theta, np.float64)[:d]
+    np.testing.assert_allclose(np.asarray(res), np.linalg.norm(R64, axis=0), atol=50 * eps)
+    np.testing.assert_allclose(np.asarray(_complete(Q, Z, Xd, d=d)), X64, atol=50 * eps)
+
+
 def test_chebyshev_filter_in_panels_matches_the_whole_block(precision):
     """The recurrence run panel by panel (padded to a multiple of the panel) is the same filter."""
     from jaxcontext.linalg._chebyshev import _filter

@@ -360,31 +360,45 @@ def _orth_block(Y):
     return orthonormalize(orthonormalize(Y).Q).Q
 
 
-@jax.jit
-def _ritz(S, Q):
-    """Ritz pairs of ``S`` on the orthonormal ``Q``, sorted by ``|theta|``; residual norms."""
+@functools.partial(jax.jit, static_argnames=("d",))
+def _ritz(S, Q, *, d: int):
+    """Rayleigh-Ritz of ``S`` on the orthonormal ``Q``, sorted by ``|theta|``.
+
+    Returns ``(theta, Z, X_d, res_d)``: all ``k`` values and coefficients, and the top ``d`` Ritz
+    vectors ``Q Z[:, :d]`` with their residual norms. The other ``k - d`` vectors are formed only
+    when another pass needs them (:func:`_complete`): on the last pass the two tall products are
+    ``n x k x d`` instead of ``n x k x k``.
+    """
     W = S.matmat(Q)
     H = mm(Q.T, W)
     theta, Z = jnp.linalg.eigh(0.5 * (H + H.T))
     order = jnp.argsort(-jnp.abs(theta), stable=True)
     theta, Z = theta[order], Z[:, order]
-    X = mm(Q, Z)
-    R = mm(W, Z) - X * theta[None, :]
+    Zd = Z[:, :d]
+    X = mm(Q, Zd)
+    R = mm(W, Zd) - X * theta[None, :d]
     res = jnp.sqrt(jnp.sum(R * R, axis=0))
-    return theta, X, res
+    return theta, Z, X, res
 
 
-def _rayleigh_ritz(S, Y, timer=None):
-    """Orthonormalise ``Y`` (:func:`_orth_block`); Ritz pairs of ``S`` by ``|theta|``; residuals.
+@functools.partial(jax.jit, static_argnames=("d",))
+def _complete(Q, Z, Xd, *, d: int):
+    """All ``k`` Ritz vectors: the top ``d`` given, the rest ``Q Z[:, d:]``."""
+    return jnp.concatenate([Xd, mm(Q, Z[:, d:])], axis=1)
+
+
+def _rayleigh_ritz(S, Y, d: int, timer=None):
+    """Orthonormalise ``Y`` (:func:`_orth_block`), then :func:`_ritz`; returns ``(Q, *ritz)``.
 
     One CholeskyQR2 round was not enough here: a single plain CholeskyQR in float32 left a
     residual floor of 7e-4 on a 100k-node block model where Householder QR reached the float64
     result, 3e-5; two rounds of shifted CholeskyQR3 reach it.
     """
     if timer is None:
-        return _ritz(S, _orth_block(Y))
+        Q = _orth_block(Y)
+        return (Q, *_ritz(S, Q, d=d))
     Q = timer.run("orthonormalisation", _orth_block, Y)
-    return timer.run("rayleigh-ritz", _ritz, S, Q)
+    return (Q, *timer.run("rayleigh-ritz", _ritz, S, Q, d=d))
 
 
 @functools.partial(jax.jit, static_argnames=("d", "left"))
@@ -659,7 +673,7 @@ def chebyshev_solve(
                     unit = timer.measure(_matmat, Sf, X)
                 timer.add("products", deg_i * unit, deg_i)
                 timer.add("filter recurrence", max(0.0, t_filter - deg_i * unit))
-        th, X, rs = _rayleigh_ritz(S, Y, timer)
+        Q, th, Z, Xd, rs = _rayleigh_ritz(S, Y, d, timer)
         theta = np.asarray(th, np.float64)
         res = np.asarray(rs, np.float64)
         xs = np.abs(theta)
@@ -670,8 +684,12 @@ def chebyshev_solve(
         # a lower bound of |lambda_k| (Ritz values interlace), kept below the d-th Ritz value so
         # that the wanted directions are never inside the damping interval
         a = min(max(a, float(np.abs(theta[k - 1]))), 0.8 * float(np.abs(theta[d - 1])))
-        if np.all(res[:d] <= _limit(theta[:d], tol, hermitian)):
+        if passes >= passes_max or np.all(res[:d] <= _limit(theta[:d], tol, hermitian)):
+            X = Xd
             break
+        X = _complete(Q, Z, Xd, d=d) if timer is None else timer.run(
+            "rayleigh-ritz", _complete, Q, Z, Xd, d=d
+        )
     capped = f" (capped from {plan_.uncapped})" if plan_.uncapped > k else ""
     note = (
         f"Chebyshev-filtered subspace iteration: block {k}{capped}"
@@ -692,5 +710,5 @@ def chebyshev_solve(
         s, U, V = _svd_extract(A, X, ekey, d=d, left=left)
     else:
         s, U, V = timer.run("extraction", _svd_extract, A, X, ekey, d=d, left=left)
-    mv += k
+    mv += d
     return ChebyshevResult(s, U, V, jnp.ones((d,), dt), passes, mv, k, note)

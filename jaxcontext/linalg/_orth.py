@@ -11,9 +11,11 @@ the Gram by ``10 (k + 1) eps`` so that it never breaks down (shifted CholeskyQR,
 2020); the second pass is a plain CholeskyQR (CholeskyQR2 / BCGS2, orthogonality at the level of
 ``eps``). When the second Gram shows the first pass was not enough (``cond(X)`` beyond about
 ``eps^{-1/2}``, or heavy cancellation in the projection), a third pass runs (shifted CholeskyQR3),
-so ``cond(X)`` up to about ``1 / eps`` is handled. Columns that are numerically dependent on the
-basis and the earlier columns are replaced by random directions when a ``key`` (or a ``fill`` block)
-is given.
+so ``cond(X)`` up to about ``1 / eps`` is handled. Without a basis, a block already within
+``NEAR_ORTHONORMAL`` of orthonormal takes one plain CholeskyQR pass instead (its error is
+``O(eps cond(X)^2)``); every Gram is formed once, for the check and the factorisation. Columns
+that are numerically dependent on the basis and the earlier columns are replaced by random
+directions when a ``key`` (or a ``fill`` block) is given.
 
 Only products and reductions touch the tall block (no Householder QR), so XLA's partitioner keeps a
 row-sharded ``X`` sharded; the ``k x k`` problems are replicated.
@@ -29,6 +31,9 @@ import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
 
 HIGHEST = jax.lax.Precision.HIGHEST
+#: Without a basis, a block whose scaled Gram is within this of the identity gets one plain
+#: CholeskyQR pass (its orthogonality error is ``O(eps cond^2)``, and ``cond <= 1.7`` here).
+NEAR_ORTHONORMAL = 0.25
 
 __all__ = ["Orthonormalized", "orthonormalize"]
 
@@ -106,17 +111,34 @@ def _row_sizes(p: int, chunk: int, branches: int = 4) -> tuple[int, ...]:
     return (*range(g, p, g), p)
 
 
-def _cholqr(x: jax.Array, *, shift: float = 0.0, guard: bool = False):
+def _gram(x: jax.Array) -> jax.Array:
+    """``x^T x``, symmetrised."""
+    g = _mm(x.T, x)
+    return 0.5 * (g + g.T)
+
+
+def _deviation(g: jax.Array) -> jax.Array:
+    """``max |G_s - I|`` of the unit-diagonal scaled Gram ``G_s`` (zero columns left out)."""
+    nrm = jnp.sqrt(jnp.maximum(jnp.diagonal(g), 0.0))
+    live = nrm > 0
+    nrm = jnp.where(live, nrm, 1.0)
+    dg = jnp.abs(g / nrm[:, None] / nrm[None, :] - jnp.eye(g.shape[0], dtype=g.dtype))
+    return jnp.max(jnp.where(live[:, None] & live[None, :], dg, 0.0))
+
+
+def _cholqr(
+    x: jax.Array, *, shift: float = 0.0, guard: bool = False, gram: jax.Array | None = None
+):
     """One Cholesky QR pass on the column-scaled Gram. Returns ``(Q, R)``.
 
     ``shift`` (in units of ``(k + 1) eps``) is added to the unit-diagonal scaled Gram; with
     ``guard`` a failed plain factorisation falls back to a shift of 10. Zero columns stay zero.
+    ``gram``: ``x``'s Gram (:func:`_gram`) when the caller has it already (one product fewer).
     """
     k = x.shape[1]
     eps = jnp.finfo(x.dtype).eps
     tiny = jnp.finfo(x.dtype).tiny
-    g = _mm(x.T, x)
-    g = 0.5 * (g + g.T)
+    g = _gram(x) if gram is None else gram
     nrm = jnp.sqrt(jnp.maximum(jnp.diagonal(g), 0.0))
     live = nrm > jnp.sqrt(tiny) * 1e3
     scale = jnp.where(live, nrm, 1.0)
@@ -134,13 +156,41 @@ def _cholqr(x: jax.Array, *, shift: float = 0.0, guard: bool = False):
 
 
 def _passes(x: jax.Array, basis: _Basis | None, reorth: float | None):
-    """Projection + shifted CholeskyQR, projection + CholeskyQR, and a third pass when needed."""
+    """Projection + shifted CholeskyQR, projection + CholeskyQR, and a third pass when needed.
+
+    Without a basis, a block already within ``NEAR_ORTHONORMAL`` of orthonormal (after column
+    scaling) takes one plain CholeskyQR pass, whose orthogonality error is ``O(eps cond(x)^2)``:
+    the second round of :func:`jaxcontext.linalg._chebyshev._orth_block` (input ``|Q^T Q - I|``
+    about ``4e-3``) costs one Gram and one product instead of three Grams and two products. Each
+    Gram is formed once and handed to the pass that factors it.
+    """
     eps = jnp.finfo(x.dtype).eps
+    if basis is None:
+        g0 = _gram(x)
+
+        def one(y):
+            q, r = _cholqr(y, gram=g0)
+            return q, r, None, y
+
+        return jax.lax.cond(
+            _deviation(g0) <= NEAR_ORTHONORMAL,
+            one,
+            lambda y: _passes_from(y, y, None, None, basis, reorth, eps, gram=g0),
+            x,
+        )
     x_norm = jnp.sqrt(jnp.sum(x * x, axis=0))
     x1, c1 = _project(x, basis)
-    q1, r1 = _cholqr(x1, shift=10.0)
-    x1_norm = jnp.sqrt(jnp.sum(x1 * x1, axis=0))
-    ratio = jnp.min(jnp.where(x_norm > 0, x1_norm / jnp.where(x_norm > 0, x_norm, 1.0), 1.0))
+    return _passes_from(x, x1, x_norm, c1, basis, reorth, eps)
+
+
+def _passes_from(x, x1, x_norm, c1, basis, reorth, eps, gram=None):
+    """The passes of :func:`_passes` from the projected block ``x1`` (``gram``: ``x1``'s Gram)."""
+    q1, r1 = _cholqr(x1, shift=10.0, gram=gram)
+    if x_norm is None:
+        ratio = jnp.ones((), x.dtype)
+    else:
+        x1_norm = jnp.sqrt(jnp.sum(x1 * x1, axis=0))
+        ratio = jnp.min(jnp.where(x_norm > 0, x1_norm / jnp.where(x_norm > 0, x_norm, 1.0), 1.0))
 
     if basis is None:
         x2, c2 = q1, None
@@ -156,20 +206,16 @@ def _passes(x: jax.Array, basis: _Basis | None, reorth: float | None):
         )
     # Plain CholeskyQR of a nearly orthonormal block, unless the Gram says the first pass was not
     # enough (shifted pass of an ill-conditioned block, or cancellation down to ~sqrt(eps)).
-    g2 = _mm(x2.T, x2)
-    n2 = jnp.sqrt(jnp.maximum(jnp.diagonal(g2), 0.0))
-    live = n2 > 0
-    n2 = jnp.where(live, n2, 1.0)
-    dg = jnp.abs(g2 / n2[:, None] / n2[None, :] - jnp.eye(x.shape[1], dtype=x.dtype))
-    dev = jnp.max(jnp.where(live[:, None] & live[None, :], dg, 0.0))
-    hard = (dev > 0.25) | ~jnp.isfinite(dev) | (ratio < 10 * jnp.sqrt(eps))
+    g2 = _gram(x2)
+    dev = _deviation(g2)
+    hard = (dev > NEAR_ORTHONORMAL) | ~jnp.isfinite(dev) | (ratio < 10 * jnp.sqrt(eps))
 
     def easy(y):
-        q, r = _cholqr(y)
+        q, r = _cholqr(y, gram=g2)
         return q, r, jnp.zeros_like(c1) if c1 is not None else None
 
     def three(y):
-        qa, ra = _cholqr(y, shift=10.0)
+        qa, ra = _cholqr(y, shift=10.0, gram=g2)
         yb, cb = _project(qa, basis)
         qb, rb = _cholqr(yb, guard=True)
         return qb, _mm(rb, ra), (None if cb is None else _mm(cb, ra))

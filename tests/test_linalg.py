@@ -185,6 +185,49 @@ def test_orthonormalize_rank_deficient_fills_with_key():
     assert float(jnp.linalg.norm(o2.Q[:, 3])) == 0.0
 
 
+def test_orthonormalize_fill_may_be_drawn_lazily():
+    """A callable fill (drawn inside the replacement loop) replaces like the same block given."""
+    from jaxcontext.linalg._common import gaussian
+    from jaxcontext.linalg._orth import _orthonormalize
+
+    n = 64
+    X = np.zeros((n, 4), np.float32)
+    X[:, 0] = 1.0
+    X[:, 1] = 1.0  # duplicate column
+    X[:, 2] = np.arange(n)
+    G = gaussian(jax.random.key(3), (n, 4), jnp.float32)
+    calls = []
+
+    def lazy():
+        calls.append(1)  # traced once, inside the loop body
+        return G
+
+    kw = dict(reorth=None, rank_tol=1e-5)
+    eager = _orthonormalize(jnp.asarray(X), None, fill=G, **kw)
+    drawn = jax.jit(lambda x: _orthonormalize(x, None, fill=lazy, **kw))(jnp.asarray(X))
+    assert calls == [1]
+    assert np.asarray(drawn.deficient).tolist() == [False, True, False, True]
+    np.testing.assert_array_equal(np.asarray(drawn.Q), np.asarray(eager.Q))
+    check_orthonormal(drawn.Q, atol=1e-6)
+
+
+def test_uniform_start_block_law(precision):
+    """``uniform``: unit variance, zero mean, bounded by sqrt 3, deterministic, in the dtype."""
+    from jaxcontext.linalg._common import uniform
+
+    a = uniform(jax.random.key(0), (20000, 16), precision)
+    assert a.dtype == precision and a.shape == (20000, 16)
+    x = np.asarray(a, np.float64)
+    assert abs(x.mean()) < 0.02 and abs(x.var() - 1.0) < 0.02
+    assert np.abs(x).max() < np.sqrt(3.0) and np.abs(x).max() > 1.7
+    # columns and keys are unrelated; the same key gives the same block
+    c = np.corrcoef(x.T)
+    assert np.abs(c - np.eye(16)).max() < 0.05
+    np.testing.assert_array_equal(np.asarray(uniform(jax.random.key(0), (20000, 16), precision)), x)
+    y = np.asarray(uniform(jax.random.key(1), (20000, 16), precision), np.float64)
+    assert abs(np.corrcoef(x.ravel(), y.ravel())[0, 1]) < 0.02
+
+
 def test_orthonormalize_bad_input():
     with pytest.raises(ValueError, match="2-D"):
         orthonormalize(jnp.ones(5))

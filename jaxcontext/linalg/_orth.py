@@ -24,6 +24,7 @@ row-sharded ``X`` sharded; the ``k x k`` problems are replicated.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -232,11 +233,15 @@ def _orthonormalize(
     x: jax.Array,
     basis: _Basis | None,
     *,
-    fill: jax.Array | None,
+    fill: jax.Array | Callable[[], jax.Array] | None,
     reorth: float | None,
     rank_tol: float,
 ) -> Orthonormalized:
-    """Traceable core of :func:`orthonormalize` (dynamic basis size, optional fill block)."""
+    """Traceable core of :func:`orthonormalize` (dynamic basis size, optional fill block).
+
+    ``fill`` may be a function of no arguments returning the block: it is then traced inside the
+    replacement loop, so its work (a random block) runs only when a column is deficient.
+    """
     k = x.shape[1]
 
     def run(y):
@@ -257,7 +262,8 @@ def _orthonormalize(
     # the same compiled passes (a while loop of at most one iteration keeps the program small).
     def body(carry):
         _, q_, _, _ = carry
-        y = jnp.where(deficient[None, :], fill.astype(x.dtype), q_)
+        f = fill() if callable(fill) else fill  # a callable is traced here: runs only when needed
+        y = jnp.where(deficient[None, :], f.astype(x.dtype), q_)
         qn, _, _, _, badn = run(y)
         return jnp.asarray(False), qn, _mm(qn.T, x1), badn
 

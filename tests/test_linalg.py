@@ -228,6 +228,22 @@ def test_uniform_start_block_law(precision):
     assert abs(np.corrcoef(x.ravel(), y.ravel())[0, 1]) < 0.02
 
 
+def test_fix_signs_makes_each_largest_entry_positive(rng, precision):
+    from jaxcontext.linalg._common import fix_signs
+
+    U = rng.standard_normal((500, 7)).astype(precision)
+    V = rng.standard_normal((300, 7)).astype(precision)
+    U[17, 2] = -50.0  # a negative largest entry: the pair is flipped
+    U[3, 4] = 50.0
+    Uf, Vf = fix_signs(jnp.asarray(U), jnp.asarray(V))
+    assert Uf.dtype == precision and Vf.dtype == precision
+    piv = U[np.argmax(np.abs(U), axis=0), np.arange(7)]
+    sgn = np.where(piv < 0, -1.0, 1.0)
+    assert sgn[2] == -1.0 and sgn[4] == 1.0
+    np.testing.assert_array_equal(np.asarray(Uf), U * sgn)
+    np.testing.assert_array_equal(np.asarray(Vf), V * sgn)
+
+
 def test_orthonormalize_bad_input():
     with pytest.raises(ValueError, match="2-D"):
         orthonormalize(jnp.ones(5))

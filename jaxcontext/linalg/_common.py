@@ -94,10 +94,13 @@ def default_tol(dtype: Any) -> float:
 
 
 def fix_signs(U: jax.Array, V: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Flip column pairs so that the largest-magnitude entry of each ``U`` column is positive."""
-    idx = jnp.argmax(jnp.abs(U), axis=0)
-    piv = jnp.take_along_axis(U, idx[None, :], axis=0)[0]
-    sgn = jnp.where(piv < 0, -1.0, 1.0).astype(U.dtype)
+    """Flip column pairs so that the largest-magnitude entry of each ``U`` column is positive.
+
+    (A tie between ``+t`` and ``-t`` keeps the sign.) From the column maxima and minima: an
+    ``argmax`` over the long axis was a variadic reduction, 21 ms against 3.5 ms at 100k x 64 on
+    CPU.
+    """
+    sgn = jnp.where(jnp.max(U, axis=0) >= -jnp.min(U, axis=0), 1.0, -1.0).astype(U.dtype)
     return U * sgn[None, :], V * sgn[None, :]
 
 

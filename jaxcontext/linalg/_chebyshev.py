@@ -52,7 +52,7 @@ import numpy as np
 
 from ..operators import LinearOperator
 from ._common import gaussian, ix, mm, uniform
-from ._orth import _Basis, _cholqr, _orthonormalize, orthonormalize
+from ._orth import _Basis, _cholqr, _orthonormalize, default_rank_tol, orthonormalize
 
 __all__ = ["chebyshev_solve"]
 
@@ -108,8 +108,7 @@ def _probe(S, key, *, b: int, steps: int, reorth: float | None = None):
     n = S.shape[0]
     dt = S.dtype
     K = b * steps
-    eps = float(jnp.finfo(dt).eps)
-    rank_tol = 100.0 * eps * max(1.0, b**0.5)
+    rank_tol = default_rank_tol(dt, b)
 
     def fill(shift=0):
         # replacement directions for deficient columns, generated only when one is (inside the
@@ -416,10 +415,9 @@ def _rayleigh_ritz(S, Y, d: int, timer=None):
 def _svd_extract(A, X, key, *, d: int, left: bool):
     """Singular triplets from the right (``left=False``) or left basis ``X`` of a Gram solve."""
     B = A.rmatmat(X) if left else A.matmat(X)
-    eps = float(jnp.finfo(B.dtype).eps)
     o = _orthonormalize(  # the fill is drawn only if a column is deficient
         B, None, fill=lambda: gaussian(key, B.shape, B.dtype), reorth=None,
-        rank_tol=100.0 * eps * max(1.0, B.shape[1] ** 0.5),
+        rank_tol=default_rank_tol(B.dtype, B.shape[1]),
     )
     P, s, Zt = jnp.linalg.svd(o.R, full_matrices=False)
     other = mm(o.Q, P[:, :d])

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from ._common import gaussian, ix, mm, sort_desc
-from ._orth import _Basis, _orthonormalize, orthonormalize
+from ._orth import _Basis, _orthonormalize, default_rank_tol, orthonormalize
 
 # The residual estimates are converged to TOL_MARGIN * tol (see lanczos_core).
 TOL_MARGIN = 0.8
@@ -214,7 +214,7 @@ def _orth_into(W, basis, ncols, fill, cfg: LanczosConfig):
         _Basis(basis, ncols, cfg.chunk),
         fill=fill,
         reorth=cfg.reorth,
-        rank_tol=100.0 * float(jnp.finfo(W.dtype).eps) * max(1.0, cfg.b**0.5),
+        rank_tol=default_rank_tol(W.dtype, cfg.b),
     )
     C = o.C
     if Cl is not None:

@@ -105,6 +105,11 @@ def _project(x: jax.Array, basis: _Basis | None):
     return jax.lax.switch(idx, [leading(s) for s in sizes], Bt, x, basis.ncols)
 
 
+def default_rank_tol(dtype: Any, k: int) -> float:
+    """Default ``rank_tol`` of :func:`orthonormalize` for ``k`` columns: ``100 sqrt(k) eps``."""
+    return 100.0 * float(jnp.finfo(dtype).eps) * max(1.0, k**0.5)
+
+
 def _row_sizes(p: int, chunk: int, branches: int = 4) -> tuple[int, ...]:
     """At most ``branches`` static row counts (multiples of ``chunk``, the last ``p``) to slice."""
     per = math.ceil(p / branches)
@@ -342,8 +347,7 @@ def orthonormalize(
         )
     if reorth is not None and not (0.0 < float(reorth) <= 1.0):
         raise ValueError(f"orthonormalize: reorth must be None or in (0, 1], got {reorth!r}")
-    eps = float(jnp.finfo(x.dtype).eps)
-    tol = float(rank_tol) if rank_tol is not None else 100.0 * eps * max(1.0, k**0.5)
+    tol = float(rank_tol) if rank_tol is not None else default_rank_tol(x.dtype, k)
     if fill is None and key is not None:
         from ._common import as_key, gaussian
 

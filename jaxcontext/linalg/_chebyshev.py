@@ -52,7 +52,17 @@ import numpy as np
 
 from ..operators import LinearOperator
 from ._common import gaussian, ix, mm, uniform
-from ._orth import _Basis, _cholqr, _orthonormalize, default_rank_tol, orthonormalize
+from ._orth import (
+    NEAR_ORTHONORMAL,
+    _Basis,
+    _chol_factors,
+    _cholqr,
+    _deviation,
+    _gram,
+    _orthonormalize,
+    default_rank_tol,
+    orthonormalize,
+)
 
 __all__ = ["chebyshev_solve"]
 
@@ -87,11 +97,16 @@ jax.tree_util.register_pytree_node(
 
 
 class Probe(NamedTuple):
-    """Ritz data of the probe run: values (by ``|theta|`` descending), weights, vectors."""
+    """Ritz data of the probe run: values (by ``|theta|`` descending), weights, vectors.
+
+    The Ritz vectors are kept factored, ``X = (Y^T Vt)^T``: the start block forms only the few it
+    takes (:func:`_start`), not all ``K``.
+    """
 
     theta: np.ndarray
     weight: np.ndarray  # Gauss-quadrature weights, summing to 1
-    X: jax.Array  # (n, K) Ritz vectors, same order
+    Vt: jax.Array  # (K + b, n) the Lanczos basis, transposed (the last b rows unused)
+    Y: jax.Array  # (K + b, K) the Ritz vectors' coefficients, same order (zero in the last b rows)
     b: int  # the probe's block (columns per step)
 
 
@@ -138,7 +153,6 @@ def _probe(S, key, *, b: int, steps: int, reorth: float | None = None):
         return Vt, H
 
     Vt, H = jax.lax.fori_loop(0, steps, body, (Vt, H))
-    Vt = Vt[:K]
     # H holds V^T S V column block by column block (rows above the next block); symmetrise from
     # the upper block triangle.
     rows = jnp.arange(K)[:, None] // b
@@ -149,18 +163,18 @@ def _probe(S, key, *, b: int, steps: int, reorth: float | None = None):
     order = jnp.argsort(-jnp.abs(theta), stable=True)
     theta, Y = theta[order], Y[:, order]
     weight = jnp.sum(Y[:b] ** 2, axis=0) / b
-    X = mm(Y.T, Vt).T
-    return theta, weight, X
+    # the Ritz vectors stay factored (Y padded to the basis's spare rows: no copy of Vt[:K])
+    return theta, weight, Vt, jnp.pad(Y, ((0, b), (0, 0)))
 
 
 def probe(S, key, *, b: int, steps: int, timer=None) -> Probe:
     if timer is None:
-        theta, weight, X = _probe(S, key, b=b, steps=steps, reorth=PROBE_REORTH)
+        theta, weight, Vt, Y = _probe(S, key, b=b, steps=steps, reorth=PROBE_REORTH)
     else:
-        theta, weight, X = timer.run(
+        theta, weight, Vt, Y = timer.run(
             "probe", _probe, S, key, b=b, steps=steps, reorth=PROBE_REORTH
         )
-    return Probe(np.asarray(theta, np.float64), np.asarray(weight, np.float64), X, b)
+    return Probe(np.asarray(theta, np.float64), np.asarray(weight, np.float64), Vt, Y, b)
 
 
 def _count(pr: Probe, n: int, t: float) -> float:
@@ -182,14 +196,17 @@ def _matmat(S, X):
 
 
 @functools.partial(jax.jit, static_argnames=("take", "k"))
-def _start(P, key, *, take: int, k: int):
-    """Start block: ``take`` probe Ritz vectors completed with random columns.
+def _start(Vt, Y, key, *, take: int, k: int):
+    """Start block: the probe's top ``take`` Ritz vectors (``Y[:, :take]^T Vt``), then random.
 
     The columns are uniform (:func:`~._common.uniform`), not Gaussian: any continuous law does
-    for a start block, and the Gaussian draw was 80 ms of a 1.6 s solve (100k x 127).
+    for a start block, and the Gaussian draw was 80 ms of a 1.6 s solve (100k x 127). The Ritz
+    vectors are written over the first columns in place (no concatenated copy of the block).
     """
-    R = uniform(key, (P.shape[0], k - take), P.dtype)
-    return jnp.concatenate([P[:, :take], R], axis=1)
+    X = uniform(key, (Vt.shape[1], k), Vt.dtype)
+    if not take:
+        return X
+    return X.at[:, :take].set(mm(Y[:, :take].T, Vt).T)
 
 
 def _recurrence(S, X, lo, a, xs, degree):
@@ -350,7 +367,13 @@ def _orth_once(Y):
 
 @jax.jit
 def _orth_block(Y):
-    """Orthonormal basis of the filtered block ``Y``: two rounds of shifted CholeskyQR3.
+    """Basis of the filtered block ``Y``: two rounds of shifted CholeskyQR3, the last one folded.
+
+    Returns ``(Q, Rinv, ok)``: ``Q Rinv`` is the orthonormal basis, ``Q`` the first round's output
+    and ``Rinv`` the inverse Cholesky factor of its Gram (the second round's CholeskyQR pass with
+    its tall product left out: :func:`_ritz` applies ``Rinv`` to ``k x k`` coefficients instead);
+    ``ok`` is false when ``Q`` is not within ``NEAR_ORTHONORMAL`` of orthonormal, and the caller
+    then orthonormalises it in full (:func:`_orth_full`).
 
     A block filtered from random columns is dominated by the top eigenvectors (condition numbers
     of 1e6 and more, and numerically rank deficient, 3.7e16-8.4e16 measured, once the columns past
@@ -365,36 +388,49 @@ def _orth_block(Y):
     1.88e-3 (one pass of two). Whole solves, same process, interleaved: 1M-node block model
     (d = 32, 136 columns; load 5.5) 77.5 s against 111.7 s wall, 54.9 s against 75.0 s CPU,
     2836 against 2972 product columns, 32/32 certified, max residual 3.8e-5 against 2.6e-5;
-    100k-node block model 4.79 s against 4.95 s wall (products dominate there).
+    100k-node block model 4.79 s against 4.95 s wall (products dominate there). Folding the
+    second round's product saves one of the eight tall products.
     """
-    return orthonormalize(orthonormalize(Y).Q).Q
+    Q = orthonormalize(Y).Q
+    g = _gram(Q)
+    _, rinv = _chol_factors(g)
+    ok = (_deviation(g) <= NEAR_ORTHONORMAL) & jnp.all(jnp.isfinite(rinv))
+    return Q, rinv, ok
+
+
+@jax.jit
+def _orth_full(Q):
+    """The second round in full, for a first round that left ``Q`` far from orthonormal."""
+    return orthonormalize(Q).Q, jnp.eye(Q.shape[1], dtype=Q.dtype)
 
 
 @functools.partial(jax.jit, static_argnames=("d",))
-def _ritz(S, Q, *, d: int):
-    """Rayleigh-Ritz of ``S`` on the orthonormal ``Q``, sorted by ``|theta|``.
+def _ritz(S, Q, Rinv, *, d: int):
+    """Rayleigh-Ritz of ``S`` on the orthonormal basis ``Q Rinv``, sorted by ``|theta|``.
 
-    Returns ``(theta, Z, X_d, res_d)``: all ``k`` values and coefficients, and the top ``d`` Ritz
-    vectors ``Q Z[:, :d]`` with their residual norms. The other ``k - d`` vectors are formed only
-    when another pass needs them (:func:`_complete`): on the last pass the two tall products are
-    ``n x k x d`` instead of ``n x k x k``.
+    Returns ``(theta, C, X_d, res_d)``: all ``k`` values, the Ritz vectors' coefficients on ``Q``
+    (``X = Q C``, ``C = Rinv Z`` for the eigenvectors ``Z`` of the projected matrix), and the top
+    ``d`` Ritz vectors ``Q C[:, :d]`` with their residual norms. The other ``k - d`` vectors are
+    formed only when another pass needs them (:func:`_complete`): on the last pass the two tall
+    products are ``n x k x d`` instead of ``n x k x k``. ``W = S Q`` gives ``S X = W C``.
     """
     W = S.matmat(Q)
-    H = mm(Q.T, W)
+    H = mm(Rinv.T, mm(mm(Q.T, W), Rinv))
     theta, Z = jnp.linalg.eigh(0.5 * (H + H.T))
     order = jnp.argsort(-jnp.abs(theta), stable=True)
     theta, Z = theta[order], Z[:, order]
-    Zd = Z[:, :d]
-    X = mm(Q, Zd)
-    R = mm(W, Zd) - X * theta[None, :d]
+    C = mm(Rinv, Z)
+    Cd = C[:, :d]
+    X = mm(Q, Cd)
+    R = mm(W, Cd) - X * theta[None, :d]
     res = jnp.sqrt(jnp.sum(R * R, axis=0))
-    return theta, Z, X, res
+    return theta, C, X, res
 
 
 @functools.partial(jax.jit, static_argnames=("d",))
-def _complete(Q, Z, Xd, *, d: int):
-    """All ``k`` Ritz vectors: the top ``d`` given, the rest ``Q Z[:, d:]``."""
-    return jnp.concatenate([Xd, mm(Q, Z[:, d:])], axis=1)
+def _complete(Q, C, Xd, *, d: int):
+    """All ``k`` Ritz vectors: the top ``d`` given, the rest ``Q C[:, d:]``."""
+    return jnp.concatenate([Xd, mm(Q, C[:, d:])], axis=1)
 
 
 def _rayleigh_ritz(S, Y, d: int, timer=None):
@@ -404,11 +440,11 @@ def _rayleigh_ritz(S, Y, d: int, timer=None):
     residual floor of 7e-4 on a 100k-node block model where Householder QR reached the float64
     result, 3e-5; two rounds of shifted CholeskyQR3 reach it.
     """
-    if timer is None:
-        Q = _orth_block(Y)
-        return (Q, *_ritz(S, Q, d=d))
-    Q = timer.run("orthonormalisation", _orth_block, Y)
-    return (Q, *timer.run("rayleigh-ritz", _ritz, S, Q, d=d))
+    run = (lambda _, f, *a, **k: f(*a, **k)) if timer is None else timer.run
+    Q, Rinv, ok = run("orthonormalisation", _orth_block, Y)
+    if not bool(ok):
+        Q, Rinv = run("orthonormalisation", _orth_full, Q)
+    return (Q, *run("rayleigh-ritz", _ritz, S, Q, Rinv, d=d))
 
 
 @functools.partial(jax.jit, static_argnames=("d", "left"))
@@ -600,13 +636,13 @@ def chebyshev_solve(
         )
     S, left, pr, mv = plan_.S, plan_.left, plan_.probe, plan_.matvecs
     N = S.shape[0]
-    b, steps = pr.b, pr.X.shape[1] // pr.b
+    b, steps = pr.b, pr.Y.shape[1] // pr.b
     lam_d, cluster, wide, k, a = plan_.lam_d, plan_.cluster, plan_.wide, plan_.block, plan_.bound
     lo_of = (lambda a: -a) if hermitian else (lambda a: 0.0)
     # --- start block: the probe's top Ritz vectors, completed with random columns ------------
-    K = pr.X.shape[1]
+    K = pr.Y.shape[1]
     take = min(k, K // 2, int(np.sum(np.abs(pr.theta) > TAKE_ABOVE * lam_d)))
-    X = _start(pr.X, kr, take=take, k=k)
+    X = _start(pr.Vt, pr.Y, kr, take=take, k=k)
     xs = np.r_[np.abs(pr.theta[:take]), np.zeros(k - take)]
     res = None
     theta = None
@@ -685,7 +721,7 @@ def chebyshev_solve(
                     unit = timer.measure(_matmat, Sf, X)
                 timer.add("products", deg_i * unit, deg_i)
                 timer.add("filter recurrence", max(0.0, t_filter - deg_i * unit))
-        Q, th, Z, Xd, rs = _rayleigh_ritz(S, Y, d, timer)
+        Q, th, C, Xd, rs = _rayleigh_ritz(S, Y, d, timer)
         theta = np.asarray(th, np.float64)
         res = np.asarray(rs, np.float64)
         xs = np.abs(theta)
@@ -699,8 +735,8 @@ def chebyshev_solve(
         if passes >= passes_max or np.all(res[:d] <= _limit(theta[:d], tol, hermitian)):
             X = Xd
             break
-        X = _complete(Q, Z, Xd, d=d) if timer is None else timer.run(
-            "rayleigh-ritz", _complete, Q, Z, Xd, d=d
+        X = _complete(Q, C, Xd, d=d) if timer is None else timer.run(
+            "rayleigh-ritz", _complete, Q, C, Xd, d=d
         )
     capped = f" (capped from {plan_.uncapped})" if plan_.uncapped > k else ""
     note = (

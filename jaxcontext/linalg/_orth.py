@@ -141,15 +141,24 @@ def _cholqr(
     ``guard`` a failed plain factorisation falls back to a shift of 10. Zero columns stay zero.
     ``gram``: ``x``'s Gram (:func:`_gram`) when the caller has it already (one product fewer).
     """
-    k = x.shape[1]
-    eps = jnp.finfo(x.dtype).eps
-    tiny = jnp.finfo(x.dtype).tiny
-    g = _gram(x) if gram is None else gram
+    r, rinv = _chol_factors(_gram(x) if gram is None else gram, shift=shift, guard=guard)
+    return _mm(x, rinv), r
+
+
+def _chol_factors(g: jax.Array, *, shift: float = 0.0, guard: bool = False):
+    """``(R, R^{-1})`` of :func:`_cholqr` from the Gram ``g`` alone (no tall product).
+
+    ``x R^{-1}`` is the pass's ``Q``; a caller that needs ``Q`` only in products with small
+    matrices (``Q C = x (R^{-1} C)``) can skip forming it.
+    """
+    k = g.shape[0]
+    eps = jnp.finfo(g.dtype).eps
+    tiny = jnp.finfo(g.dtype).tiny
     nrm = jnp.sqrt(jnp.maximum(jnp.diagonal(g), 0.0))
     live = nrm > jnp.sqrt(tiny) * 1e3
     scale = jnp.where(live, nrm, 1.0)
     gs = g / scale[:, None] / scale[None, :]
-    eye = jnp.eye(k, dtype=x.dtype)
+    eye = jnp.eye(k, dtype=g.dtype)
     gs = jnp.where(live[:, None] & live[None, :], gs, eye)
     unit = (k + 1) * eps
     lower = jnp.linalg.cholesky(gs + (shift * unit) * eye if shift else gs)
@@ -158,7 +167,7 @@ def _cholqr(
         lower = jnp.where(ok, lower, jnp.linalg.cholesky(gs + (10.0 * unit) * eye))
     r = lower.T * scale[None, :]
     rinv = solve_triangular(lower.T, eye, lower=False) / scale[:, None]
-    return _mm(x, rinv), r
+    return r, rinv
 
 
 def _passes(x: jax.Array, basis: _Basis | None, reorth: float | None):

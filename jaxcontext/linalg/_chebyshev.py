@@ -290,9 +290,13 @@ PROBE_REORTH = 0.5
 #: Degrees added to the first pass's estimate (the probe's values are lower bounds). Measured on
 #: the 1M-node block model (d = 32, block 136, float32, the start block of TAKE_ABOVE): 1 gives
 #: degree 16 and a first-pass residual of 7.1e-5 (tol 1e-4: one pass, 2428 product columns);
-#: 1.5 gives 17, cut into segments 9 + 8, 2.8e-5, 1.5-2 s slower. The 100k-node model (block 128)
-#: takes degree 11 with either and reaches 2.1e-5.
-FIRST_PASS_MARGIN = 1.0
+#: 1.5 gives 17, cut into segments 9 + 8, 2.8e-5, 1.5-2 s slower. Session 9 (tol 1e-4): 0.5 gives
+#: the same degree 16 there (keys 0 and 1: 8.4e-5 with block 136, and 1.4e-4 then a second pass
+#: of degree 2 with block 112, the same as with 1; 0 gives 15 and a second pass on both keys).
+#: On the 100k-node model (d = 64) 1 gave degree 11 and residuals 1.1e-5 to 2.1e-5 (5 keys,
+#: blocks 112-128), a degree more than needed: 0.5 gives 10 and 2.8e-5 to 7.8e-5 on 17 keys, all
+#: in one pass, 8% fewer product columns.
+FIRST_PASS_MARGIN = 0.5
 #: The start block takes the probe's Ritz vectors whose values are above this multiple of the
 #: estimated ``d``-th (isolated top values, which the probe resolves), the rest is random. Inside a
 #: cluster the probe's Ritz vectors are nearly degenerate (a degree-10 Krylov space of 8 vectors
@@ -599,7 +603,7 @@ def plan(
     lo = -a if hermitian else 0.0
     x_d = max((2 * lam_d - (a + lo)) / (a - lo), 1.0 + 1e-3)
     need = max(math.sqrt(N / k) / (0.5 * tol), 2.0)
-    deg = math.acosh(need) / math.acosh(x_d) + 1
+    deg = math.acosh(need) / math.acosh(x_d) + FIRST_PASS_MARGIN
     cols = 1.5 * k * (deg + 1) * (1 if hermitian else 2)
     return Plan(S, left, pr, mv, lam_d, cluster, wide, k, uncapped, stretch, cap, a, deg, cols)
 

@@ -931,8 +931,9 @@ def test_chebyshev_later_passes_start_from_all_ritz_vectors(precision, hermitian
 
 
 def test_chebyshev_filter_in_panels_matches_the_whole_block(precision):
-    """The recurrence run panel by panel (padded to a multiple of the panel) is the same filter."""
-    from jaxcontext.linalg._chebyshev import _filter
+    """The recurrence run panel by panel (whole panels, then a narrower one for the columns past
+    them), in place or not, is the same filter."""
+    from jaxcontext.linalg._chebyshev import _filter, _filter_inplace
 
     a = _random_symmetric_sparse(3000, 0.004, 0, precision)
     S = ops.sparse_from_scipy(a)
@@ -940,11 +941,15 @@ def test_chebyshev_filter_in_panels_matches_the_whole_block(precision):
     xs = jnp.linspace(0.0, 3.0, 40).astype(precision)
     lo, hi = jnp.asarray(-0.3, precision), jnp.asarray(0.3, precision)
     whole = np.asarray(_filter(S, X, lo, hi, xs, 7), np.float64)
-    for panel in (8, 16):  # 40 = 5 x 8; 40 -> 48 = 3 x 16, 8 zero columns of padding
+    for panel in (8, 16):  # 40 = 5 x 8; 40 = 2 x 16 + 8
         got = np.asarray(_filter(S, X, lo, hi, xs, 7, panel=panel), np.float64)
         assert got.shape == whole.shape and got.dtype == whole.dtype
         err = np.linalg.norm(got - whole) / np.linalg.norm(whole)
         assert err < 100 * np.finfo(precision).eps, (panel, err)
+        donated = jnp.array(X)  # the in-place filter takes its input over
+        np.testing.assert_array_equal(
+            np.asarray(_filter_inplace(S, donated, lo, hi, xs, 7, panel=panel), np.float64), got
+        )
 
 
 def test_panel_width_follows_the_cache_and_the_operator(monkeypatch):

@@ -233,26 +233,44 @@ def _recurrence(S, X, lo, a, xs, degree):
     return out[1]
 
 
-@functools.partial(jax.jit, static_argnames=("panel",))
-def _filter(S, X, lo, a, xs, degree, panel: int = 0):
+def _filter_impl(S, X, lo, a, xs, degree, panel: int = 0):
     r"""``T_m(L(S)) X`` for ``L(x) = (2 x - (a + lo)) / (a - lo)``, columns scaled by ``1/T_m(xs)``.
 
     The scaled three-term recurrence (``y_j = T_j(L(S)) x / T_j(xs)``) keeps columns near unit
     norm, so no overflow and a well-conditioned block for the next orthonormalisation.
 
     ``panel > 0``: the columns are independent, so the whole recurrence runs on panels of
-    ``panel`` columns one after another (``lax.map``; the block is padded with zero columns to a
-    multiple of ``panel``, which stay zero). A panel's three iterates stay in the CPU's last-level
-    cache while the sparse product gathers rows of it (see :func:`panel_width`).
+    ``panel`` columns one after another, each read from and written back to its columns of the
+    block (a loop over ``dynamic_slice`` / ``dynamic_update_slice``, in place); columns past the
+    last whole panel form a narrower panel of their own. A panel's three iterates stay in the
+    CPU's last-level cache while the sparse product gathers rows of it (see :func:`panel_width`).
+    Against a ``lax.map`` over a transposed ``(panels, n, panel)`` copy of the block (and a
+    zero-padded last panel): no transposed copies in and out, 0.82 s against 0.85 s for degree 10
+    on 100k x 128 (2-core CPU, interleaved), the same values to the bit.
     """
     if not panel:
         return _recurrence(S, X, lo, a, xs, degree)
     n, k = X.shape
-    q = -(-k // panel)
-    Xp = jnp.pad(X, ((0, 0), (0, q * panel - k))).reshape(n, q, panel).transpose(1, 0, 2)
-    xsp = jnp.pad(xs, (0, q * panel - k)).reshape(q, panel)
-    out = jax.lax.map(lambda px: _recurrence(S, px[0], lo, a, px[1], degree), (Xp, xsp))
-    return out.transpose(1, 0, 2).reshape(n, q * panel)[:, :k]
+    q, rem = divmod(k, panel)
+
+    def one(j, Y):
+        Xp = jax.lax.dynamic_slice(Y, ix(0, j * panel), (n, panel))
+        xp = jax.lax.dynamic_slice(xs, ix(j * panel), (panel,))
+        return jax.lax.dynamic_update_slice(
+            Y, _recurrence(S, Xp, lo, a, xp, degree), ix(0, j * panel)
+        )
+
+    Y = jax.lax.fori_loop(0, q, one, X)
+    if rem:
+        c = q * panel
+        Y = Y.at[:, c:].set(_recurrence(S, Y[:, c:], lo, a, xs[c:], degree))
+    return Y
+
+
+#: :func:`_filter_impl` compiled; ``_filter_inplace`` donates ``X`` (the solver's start block or
+#: orthonormalised block, not used again), so the filter writes its output over it.
+_filter = jax.jit(_filter_impl, static_argnames=("panel",))
+_filter_inplace = jax.jit(_filter_impl, static_argnames=("panel",), donate_argnames=("X",))
 
 
 @functools.cache
@@ -715,14 +733,18 @@ def chebyshev_solve(
                 xs_seg = jnp.zeros_like(xs_seg)  # orthonormal columns: no scaling needed
             fargs = (Sf, X, jnp.asarray(lo, dt), jnp.asarray(a, dt), xs_seg, deg_i)
             if timer is None:
-                Y = _filter(*fargs, panel=panel)
+                Y = _filter_inplace(*fargs, panel=panel)
             else:
-                Y, t_filter = timer.timed("filter", _filter, *fargs, panel=panel)
-                if panel:  # one product on a contiguous panel (the slice copied outside)
-                    first = jax.block_until_ready(jnp.array(X[:, :panel]))
-                    unit = timer.measure(_matmat, Sf, first) * (-(-k // panel))
+                # one product on a contiguous panel (the slice copied outside), or on the block
+                # (a copy: the filter takes X over)
+                first = jax.block_until_ready(jnp.array(X[:, :panel] if panel else X))
+                Y, t_filter = timer.timed(
+                    "filter", _filter_inplace, *fargs, panel=panel, donate=True
+                )
+                if panel:
+                    unit = timer.measure(_matmat, Sf, first) * (k / panel)
                 else:
-                    unit = timer.measure(_matmat, Sf, X)
+                    unit = timer.measure(_matmat, Sf, first)
                 timer.add("products", deg_i * unit, deg_i)
                 timer.add("filter recurrence", max(0.0, t_filter - deg_i * unit))
         Q, th, C, Xd, rs = _rayleigh_ritz(S, Y, d, timer)

@@ -363,7 +363,8 @@ def panel_width(S: Any, k: int) -> int:
     fit = int(budget // (n * item)) // 8 * 8
     if fit < PANEL_MIN:
         return 0
-    # the widest panel that pads the block by at most an eighth
+    # the widest panel with the block at most an eighth short of whole panels (the columns past
+    # the last whole one run as a narrower panel, at about a padded panel's cost)
     for p in range(fit, PANEL_MIN - 1, -8):
         if (-(-k // p)) * p <= 1.125 * k:
             return p
@@ -456,7 +457,10 @@ def _complete(Q, C, Xd, *, d: int):
 
 
 def _rayleigh_ritz(S, Y, d: int, timer=None):
-    """Orthonormalise ``Y`` (:func:`_orth_block`), then :func:`_ritz`; returns ``(Q, *ritz)``.
+    """Orthonormalise ``Y`` (:func:`_orth_block`), then :func:`_ritz`.
+
+    Returns ``(Q, theta, C, X_d, res_d)``: the Ritz vectors are ``Q C`` (``Q`` itself is the
+    first round's block, orthonormal only after ``C``'s folded factor).
 
     One CholeskyQR2 round was not enough here: a single plain CholeskyQR in float32 left a
     residual floor of 7e-4 on a 100k-node block model where Householder QR reached the float64

@@ -175,9 +175,10 @@ def _passes(x: jax.Array, basis: _Basis | None, reorth: float | None):
 
     Without a basis, a block already within ``NEAR_ORTHONORMAL`` of orthonormal (after column
     scaling) takes one plain CholeskyQR pass, whose orthogonality error is ``O(eps cond(x)^2)``:
-    the second round of :func:`jaxcontext.linalg._chebyshev._orth_block` (input ``|Q^T Q - I|``
-    about ``4e-3``) costs one Gram and one product instead of three Grams and two products. Each
-    Gram is formed once and handed to the pass that factors it.
+    a second round on a block like the Chebyshev filter's after one round (``|Q^T Q - I|`` about
+    ``4e-3``) costs one Gram and one product instead of three Grams and two products (the solver
+    itself now folds that round's product into its Rayleigh-Ritz step, :func:`_chol_factors`).
+    Each Gram is formed once and handed to the pass that factors it.
     """
     eps = jnp.finfo(x.dtype).eps
     if basis is None:

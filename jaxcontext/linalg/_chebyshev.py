@@ -739,16 +739,16 @@ def chebyshev_solve(
             if timer is None:
                 Y = _filter_inplace(*fargs, panel=panel)
             else:
-                # one product on a contiguous panel (the slice copied outside), or on the block
-                # (a copy: the filter takes X over)
-                first = jax.block_until_ready(jnp.array(X[:, :panel] if panel else X))
+                # one product on a contiguous panel (the slice copied outside) or on the block,
+                # measured before the filter takes X over
+                if panel:
+                    first = jax.block_until_ready(jnp.array(X[:, :panel]))
+                    unit = timer.measure(_matmat, Sf, first) * (k / panel)
+                else:
+                    unit = timer.measure(_matmat, Sf, X)
                 Y, t_filter = timer.timed(
                     "filter", _filter_inplace, *fargs, panel=panel, donate=True
                 )
-                if panel:
-                    unit = timer.measure(_matmat, Sf, first) * (k / panel)
-                else:
-                    unit = timer.measure(_matmat, Sf, first)
                 timer.add("products", deg_i * unit, deg_i)
                 timer.add("filter recurrence", max(0.0, t_filter - deg_i * unit))
         Q, th, C, Xd, rs = _rayleigh_ritz(S, Y, d, timer)

@@ -138,6 +138,25 @@ def test_ell_tail_and_width_cap(rng):
     assert rel_err(got, a @ x.astype(np.float64)) < TOL
 
 
+
+@pytest.mark.parametrize("llc", [0, 2**10, 32 * 2**20])
+def test_ell_wide_block_groups_follow_the_cache(rng, monkeypatch, llc):
+    """Wide blocks sum the slots in groups of ELL_UNROLL_WIDE only where the (m, k) accumulator
+    fits in the last-level cache (else, or with the cache unknown, one group); both forms are
+    the same product."""
+    monkeypatch.setattr(_spmm, "last_level_cache_bytes", lambda: llc)
+    m, k = 200, 40  # 32 kB accumulator in float32
+    want = _spmm.ELL_UNROLL_WIDE if llc >= m * k * 4 else _spmm.ELL_UNROLL_NARROW
+    assert _spmm._ell_unroll(m, k, 4) == want
+    assert _spmm._ell_unroll(m, _spmm.ELL_WIDE_COLS, 4) == _spmm.ELL_UNROLL_NARROW
+    a = sp.random(m, 150, density=0.15, random_state=rng, format="csr")  # ~22 slots a row
+    rows, cols, vals, indptr = raw(a)
+    lay = _spmm.prepare("ell", rows, cols, vals, indptr, a.shape)
+    assert lay.slots.shape[1] > _spmm.ELL_UNROLL_WIDE  # several groups on the scan path
+    x = rng.standard_normal((150, k)).astype(np.float32)
+    f = jax.jit(lambda lay, x: _spmm.spmm(rows, cols, vals, indptr, x, m, kernel="ell", layout=lay))
+    assert rel_err(f(lay, jnp.asarray(x)), a @ x.astype(np.float64)) < TOL
+
 def test_ell_width_is_degree_quantile():
     # raising w past 3 would add 4 slots to save one tail entry (cost 4 < 4 * 1 is not a gain)
     assert _spmm.ell_width(np.array([2, 2, 3, 50]), tail_cost=4.0) == 3

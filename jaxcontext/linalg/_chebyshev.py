@@ -43,13 +43,13 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._spmm import last_level_cache_bytes as _last_level_cache_bytes
 from ..operators import LinearOperator
 from ._common import gaussian, ix, mm, uniform
 from ._orth import (
@@ -271,28 +271,6 @@ def _filter_impl(S, X, lo, a, xs, degree, panel: int = 0):
 #: orthonormalised block, not used again), so the filter writes its output over it.
 _filter = jax.jit(_filter_impl, static_argnames=("panel",))
 _filter_inplace = jax.jit(_filter_impl, static_argnames=("panel",), donate_argnames=("X",))
-
-
-@functools.cache
-def _last_level_cache_bytes() -> int:
-    """Size of the CPU's last-level cache from sysfs (0 where it cannot be read)."""
-    best = 0
-    base = "/sys/devices/system/cpu/cpu0/cache"
-    try:
-        for idx in os.listdir(base):
-            try:
-                with open(f"{base}/{idx}/type") as f:
-                    if f.read().strip() == "Instruction":
-                        continue
-                with open(f"{base}/{idx}/size") as f:
-                    txt = f.read().strip().upper()
-            except OSError:
-                continue
-            mult = {"K": 2**10, "M": 2**20, "G": 2**30}.get(txt[-1:], 1)
-            best = max(best, int(txt.rstrip("KMG")) * mult)
-    except (OSError, ValueError):
-        return 0
-    return best
 
 
 #: The probe: block Lanczos with blocks of PROBE_BLOCK columns, PROBE_COLUMNS columns in all. Blocks

@@ -270,6 +270,24 @@ def _version(mod: str) -> str | None:
         return None
 
 
+def _host_memory() -> dict:
+    """Host page settings that move large CPU solves: transparent huge pages and glibc tunables.
+
+    XLA on CPU takes fresh buffers from ``malloc`` for every call; with 4 KiB pages each first
+    touch of a large one faults (1M-node block model: ~2.8M faults a solve, a fifth of its CPU
+    time in the kernel). ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` lets glibc advise huge pages
+    where the system's THP mode is ``madvise`` (benchmarks/solvers/README.md, session 10).
+    """
+    out: dict[str, Any] = {"GLIBC_TUNABLES": os.environ.get("GLIBC_TUNABLES")}
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            txt = f.read()
+        out["transparent_hugepage"] = txt[txt.index("[") + 1 : txt.index("]")]
+    except (OSError, ValueError):
+        out["transparent_hugepage"] = None
+    return out
+
+
 def environment(dtype: str = "float32") -> dict:
     """Everything a figure depends on: device, versions, dtype, CPU and thread settings, load."""
     import jaxlib
@@ -308,6 +326,7 @@ def environment(dtype: str = "float32") -> dict:
         "cpu_count": os.cpu_count(),
         "cpus_usable": usable,
         "thread_env": env_threads,
+        "host_memory": _host_memory(),
         "blas": _blas_info(),
         "load_average_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
@@ -1036,6 +1055,12 @@ def format_markdown(report: Report, *, title: str | None = None, command: str | 
         lines.append(
             f"- load average (1 min) at start {la0[0]:.2f}, at end "
             f"{la1[0] if la1 else float('nan'):.2f}"
+        )
+    hm = env.get("host_memory")
+    if hm:
+        lines.append(
+            f"- host pages: transparent huge pages {hm.get('transparent_hugepage')}, "
+            f"GLIBC_TUNABLES {hm.get('GLIBC_TUNABLES') or 'unset'}"
         )
     if command:
         lines.append(f"- command: `{command}`")

@@ -111,7 +111,7 @@ def _signed_product(A, U, V, key, *, probe: int):
     Its own compiled call, so the product is one materialised output: inside one program with the
     residuals, its three slices each took the sparse kernel's slot sum as a fused producer, and
     XLA materialised every gathered operand instead (1M-node block model, 20 slots x 36 columns:
-    3.4 GB of temporaries against 0.4 GB; an optimisation barrier is removed before fusion on CPU).
+    3.4 GB of temporaries against 0.55 GB; an optimisation barrier is removed before fusion on CPU).
     """
     U, V = fix_signs(U, V)
     Z = gaussian(key, (V.shape[0], 2 * probe), V.dtype) if probe else None

@@ -366,10 +366,30 @@ def test_select_impls_keeps_the_baseline():
     assert H.select_impls(cases, ["no-such-impl"]) == []
     solvers = H.select_impls(H.suite_cases("solvers", "tiny"), ["[j]axcontext", "eigsh"])
     assert solvers
+    assert all(
+        "jaxcontext" in [i.name for i in c.impls] for c in solvers if not c.name.startswith("rbf")
+    )
     for c in solvers:
         names = [i.name for i in c.impls if not i.baseline]
-        assert "jaxcontext" in names and all(n == "jaxcontext" or "eigsh" in n for n in names)
+        assert names and all(n == "jaxcontext" or "eigsh" in n for n in names), names
     assert H.select_impls(cases, None) == list(cases)
+
+
+def test_select_impls_exclude_drops_the_baseline_too():
+    solvers = H.suite_cases("solvers", "tiny")
+    base = {c.name: next(i.name for i in c.impls if i.baseline) for c in solvers}
+    out = H.select_impls(solvers, ["[j]axcontext"], ["arpack", "eigsh"])
+    with_auto = [c.name for c in solvers if "jaxcontext" in [i.name for i in c.impls]]
+    assert len(with_auto) >= 3 and [c.name for c in out] == with_auto
+    for c in out:
+        assert [i.name for i in c.impls] == ["jaxcontext"], c.name
+        assert base[c.name] not in [i.name for i in c.impls]
+    # exclude alone keeps everything else
+    only_ex = H.select_impls(solvers, None, ["lanczos"])
+    for c, full in zip(only_ex, solvers, strict=True):
+        assert [i.name for i in c.impls] == [i.name for i in full.impls if "lanczos" not in i.name]
+    # nothing left but a baseline: the case goes
+    assert H.select_impls(solvers, ["[j]axcontext"], ["jaxcontext"]) == []
 
 
 def test_json_turns_non_finite_numbers_into_null(tmp_path):

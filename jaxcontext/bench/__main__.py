@@ -123,6 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
         "each case's baseline; repeatable (e.g. --impl jaxcontext --impl eigsh)",
     )
     p.add_argument(
+        "--exclude",
+        action="append",
+        metavar="PATTERN",
+        help="leave out implementations whose name contains PATTERN (as --impl), the "
+        "baseline too: that case then reports no speedups (e.g. a GPU run without the slow "
+        "CPU baseline: --exclude arpack); repeatable",
+    )
+    p.add_argument(
         "--seed", type=_nonnegative_int, default=0, help="seed of the random inputs (default 0)"
     )
     p.add_argument(
@@ -197,10 +205,13 @@ def main(argv: list[str] | None = None) -> int:
     if not selected:
         names = ", ".join(f"{c.suite}/{c.name}" for c in cases)
         parser.error(f"--only {args.only}: no case matches; cases at size {args.size}: {names}")
-    if args.impl:
-        narrowed = _harness.select_impls(selected, args.impl)
+    if args.impl or args.exclude:
+        narrowed = _harness.select_impls(selected, args.impl, args.exclude)
         if not narrowed:
-            parser.error(f"--impl {args.impl}: no implementation matches in the selected cases")
+            parser.error(
+                f"--impl {args.impl} --exclude {args.exclude}: no implementation is left in the "
+                "selected cases"
+            )
         selected = narrowed
     if args.list:
         for c in selected:
@@ -217,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         "time_budget_s": args.time_budget or DEFAULT_BUDGET_S[args.size],
         "only": args.only,
         "impl": args.impl,
+        "exclude": args.exclude,
         "memory": not args.no_memory,
         "cpu_devices": args.cpu_devices,
         "command": "python -m jaxcontext.bench "

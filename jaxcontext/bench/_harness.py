@@ -341,8 +341,18 @@ def device_label() -> str:
 # --------------------------------------------------------------------------------------------------
 # Timing and correctness
 # --------------------------------------------------------------------------------------------------
+def _host_array(x: Any) -> Any:
+    """``x`` as a numpy array; a GPU peer's cupy or torch array is copied to the host first."""
+    mod = type(x).__module__ or ""
+    if mod.startswith("cupy"):
+        return np.asarray(x.get())
+    if mod.startswith("torch"):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
 def _to_host(out: Any) -> Any:
-    return jax.tree.map(np.asarray, out)
+    return jax.tree.map(_host_array, out)
 
 
 def _block(out: Any) -> Any:
@@ -520,6 +530,20 @@ def _with_speedups(entries: list[Entry]) -> list[Entry]:
     return out
 
 
+def _entry_line(e: Entry) -> str:
+    """One progress line for a finished entry: status, median time, error, compile time."""
+    parts = [e.status]
+    if e.time_median_s is not None:
+        parts.append(f"median {e.time_median_s:.4g} s over {len(e.times_s or ())}")
+    if e.rel_error is not None:
+        parts.append(f"rel.err {e.rel_error:.2e}")
+    if e.compile_s is not None:
+        parts.append(f"compile {e.compile_s:.3g} s")
+    if e.first_call_s is not None:
+        parts.append(f"first call {e.first_call_s:.3g} s")
+    return ", ".join(parts)
+
+
 def run_case(
     case: Case,
     *,
@@ -604,6 +628,7 @@ def run_case(
                 message=msg,
             )
         entries.append(e)
+        say(f"  -> {_entry_line(e)}")
         gc.collect()
     del data, ref
     gc.collect()
@@ -653,22 +678,40 @@ def select(cases: Sequence[Case], only: Sequence[str] | None) -> list[Case]:
     return [c for c in cases if any(_matches(p, f"{c.suite}/{c.name}", c.name) for p in only)]
 
 
-def select_impls(cases: Sequence[Case], impls: Sequence[str] | None) -> list[Case]:
-    """Keep the implementations named by ``impls``, and each case's baseline.
+def select_impls(
+    cases: Sequence[Case],
+    impls: Sequence[str] | None,
+    exclude: Sequence[str] | None = None,
+) -> list[Case]:
+    """Keep the implementations named by ``impls``, and each case's baseline; drop ``exclude``.
 
     A pattern matches a name that contains it (case-insensitive); one with ``*?[`` matches the
     whole name as a glob, so ``'[j]axcontext'`` is the ``auto`` entry alone. The baseline stays
-    because speedups are taken against it; cases left with nothing else are dropped.
+    because speedups are taken against it, unless a pattern of ``exclude`` names it (then the
+    case's entries carry no speedup: e.g. a GPU run that leaves out a slow CPU baseline).
+    Implementations matching ``exclude`` are dropped. A case is kept when one of its
+    implementations is chosen (named by ``impls``, or with no ``impls`` any that is not
+    excluded), not merely kept as the baseline.
     """
-    if not impls:
+    if not impls and not exclude:
         return list(cases)
-    pats = [p.lower() for p in impls]
+    pats = [p.lower() for p in impls or ()]
+    drop = [p.lower() for p in exclude or ()]
+
+    def chosen(i: Impl) -> bool:
+        name = i.name.lower()
+        if any(_matches(p, name) for p in drop):
+            return False
+        return not pats or any(_matches(p, name) for p in pats)
+
     out = []
     for c in cases:
-        kept = tuple(
-            i for i in c.impls if i.baseline or any(_matches(p, i.name.lower()) for p in pats)
-        )
-        if any(not i.baseline for i in kept):
+        if any(chosen(i) for i in c.impls):
+            kept = tuple(
+                i
+                for i in c.impls
+                if chosen(i) or (i.baseline and not any(_matches(p, i.name.lower()) for p in drop))
+            )
             out.append(c._replace(impls=kept))
     return out
 

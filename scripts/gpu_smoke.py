@@ -1,0 +1,45 @@
+"""Smoke check of the exact path on whatever device JAX sees (first stage of gpu_session.sh).
+
+One symmetric sparse matrix (4000 nodes, ~160k entries: large enough for ``prepare("auto")`` to
+measure the kernels on a GPU): the product against scipy's float64 one, then ``svds`` with
+``auto`` and ``lanczos`` against dense float64 ``eigvalsh``; first call (compile included) and
+second call timed apart, and the kernel each product used.
+"""
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.sparse as sp
+
+from jaxcontext import _spmm, linalg
+from jaxcontext import operators as ops
+
+print("backend", jax.default_backend(), jax.devices(), "jax", jax.__version__)
+rng = np.random.default_rng(0)
+n, nnz = 4000, 80_000
+r, c = rng.integers(0, n, nnz), rng.integers(0, n, nnz)
+a = sp.coo_matrix((rng.uniform(0.5, 1.5, nnz).astype(np.float32), (r, c)), shape=(n, n)).tocsr()
+a = (a + a.T).tocsr()
+a.sum_duplicates()
+op = ops.sparse(a)
+x = jnp.asarray(rng.standard_normal((n, 32)).astype(np.float32))
+y = np.asarray(op @ x)
+ref = a.astype(np.float64) @ np.asarray(x, np.float64)
+print(
+    f"nnz {a.nnz}: product rel.err {np.abs(y - ref).max() / np.abs(ref).max():.2e}; default "
+    f"kernel {_spmm.default_kernel(num_cols=32)}; measured {_spmm._MEASURED}"
+)
+s_ref = np.sort(np.abs(np.linalg.eigvalsh(a.toarray().astype(np.float64))))[::-1][:16]
+for method in ("auto", "lanczos"):
+    t0 = time.perf_counter()
+    res = jax.block_until_ready(linalg.svds(op, 16, tol=1e-4, hermitian=True, method=method))
+    t1 = time.perf_counter()
+    res = jax.block_until_ready(linalg.svds(op, 16, tol=1e-4, hermitian=True, method=method))
+    t2 = time.perf_counter()
+    err = float(np.max(np.abs(np.asarray(res.s, np.float64) - s_ref) / s_ref))
+    print(
+        f"{method}: first call {t1 - t0:.2f} s, second {t2 - t1:.4f} s, max rel.err {err:.2e}, "
+        f"max residual {float(np.max(np.asarray(res.residuals))):.2e}, dtype {res.s.dtype}"
+    )

@@ -11,11 +11,16 @@
 # bench records to OUTDIR/res/ (also packed into OUTDIR/results.tgz after every stage, so what
 # finished comes back even if the call is cut short).
 #
+# Budget (H200, session 11): a cold start ~30-70 s; sbm100k took 97 s, sbm1m 122 s, knn (auto,
+# cupy, torch) 96 s, rbf (dense K, cupy, torch) 58 s; each jaxcontext entry's first call compiles
+# for 20-50 s there. All stages do not fit one 15-minute lease: name the ones you need.
+#
 # The float64 references come from $JAXCONTEXT_BENCH_CACHE (default ./.bench-cache; copy
 # ~/.cache/jaxcontext-bench there and carry it): computing the 1M one on the device's CPU would
 # take minutes. The slow CPU peers (ARPACK, PRIMME, scikit-learn) are left out: their figures are
 # the CPU records'; the GPU records compare jaxcontext with cupy and torch on the same GPU.
 set -u
+set -f  # the --impl patterns are globs for the bench, not for the shell
 OUT=${1:?usage: gpu_session.sh OUTDIR [STAGE ...]}
 shift
 STAGES=${*:-env smoke sbm100k sbm1m knn rbf kernels bulk rbffree tests}
@@ -36,6 +41,9 @@ stage() {
   local var="STAGE_LIMIT_$name"
   limit=${!var:-$limit}
   echo "=== $name $(date -u +%T) limit ${limit}s: $*" | tee -a "$LOG"
+  if [ "$1" = bench ]; then  # a shell function: run it in a child bash under the limit
+    set -- bash -c 'bench "$@"' bench "${@:2}"
+  fi
   timeout --signal=INT --kill-after=15 "$limit" "$@" >>"$LOG" 2>&1
   local rc=$?
   echo "=== $name rc=$rc $(date -u +%T)" | tee -a "$LOG"
@@ -51,6 +59,8 @@ bench() {  # bench NAME ARGS...: the solvers suite, full size, GPU peers, record
     --json "$OUT/res/$TAG-$name.json" --markdown "$OUT/res/$TAG-$name.md" "$@"
 }
 
+export -f bench
+export PY OUT TAG
 for s in $STAGES; do
   case $s in
     env)
@@ -68,12 +78,13 @@ for s in $STAGES; do
         --impl '[j]axcontext' --impl 'jaxcontext[[]lanczos]' --impl cupy --impl torch
       ;;
     knn)
-      stage knn 90 bench knn-50k --only 'knn/m50000' --repeats 11 --time-budget 20 \
-        --impl '[j]axcontext' --impl 'jaxcontext[[]lanczos]' --impl cupy --impl torch
+      # KNN_IMPLS / RBF_IMPLS: other --impl choices (a short second call: no lanczos compiles)
+      stage knn 150 bench knn-50k --only 'knn/m50000' --repeats 11 --time-budget 20 \
+        ${KNN_IMPLS:---impl [j]axcontext --impl jaxcontext[[]lanczos] --impl cupy --impl torch}
       ;;
     rbf)
-      stage rbf 90 bench rbf-20k --only 'rbf/m20000' --repeats 5 --time-budget 20 \
-        --impl 'jaxcontext[[]dense K]' --impl 'matrix-free' --impl cupy --impl torch
+      stage rbf 150 bench rbf-20k --only 'rbf/m20000' --repeats 5 --time-budget 20 \
+        ${RBF_IMPLS:---impl jaxcontext[[]dense?K] --impl matrix-free --impl cupy --impl torch}
       ;;
     kernels)
       stage kernels 90 $PY scripts/measure_sparse_kernels.py --only-key --variants \

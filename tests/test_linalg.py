@@ -1011,3 +1011,44 @@ def test_chebyshev_first_pass_is_segmented_only_where_rounding_would_floor_it(pr
     assert bool(sp.info.converged.all())
     first = sp.info.reason.split("degrees [")[1].split(",")[0].split("]")[0]
     assert ("+" in first) == (precision == np.float32), sp.info.reason
+
+
+def test_solver_programs_use_full_float32_matmuls(tmp_path):
+    """Every dot in the solvers' compiled programs asks for HIGHEST precision.
+
+    A dot left at DEFAULT runs in TF32 on recent NVIDIA GPUs and in bfloat16 passes on TPUs
+    (1e-3 relative), which no 1e-4 certificate survives; on the CPU the two are the same, so the
+    requested precision is read from the lowered programs (sizes used nowhere else, so every
+    stage is lowered afresh here).
+    """
+    import glob
+    import os
+    import re
+
+    rng = np.random.default_rng(7)
+    n = 1013
+    a = sps.random(n, n, density=0.02, random_state=3, dtype=np.float32)
+    sym = ops.sparse((a + a.T).tocsr())
+    gen = ops.sparse(a.tocsr())
+    den = ops.dense(rng.standard_normal((n, n)).astype(np.float32))
+    old = os.environ.get("JAX_DUMP_IR_TO", "")  # the option's default source
+    jax.config.update("jax_dump_ir_to", str(tmp_path))
+    try:
+        runs = [(sym, True, "chebyshev"), (sym, True, "lanczos"), (gen, False, "lanczos")]
+        runs += [(gen, False, "krylov"), (gen, False, "randomized"), (den, False, "lanczos")]
+        for op, herm, method in runs:
+            linalg.svds(op, 7, method=method, tol=1e-3, hermitian=herm, on_fail="ignore")
+    finally:
+        jax.config.update("jax_dump_ir_to", old)
+    files = glob.glob(str(tmp_path / "*.mlir"))
+    names = " ".join(files)
+    for stage in ("lanczos_core", "krylov_core", "randomized_core", "_filter_impl", "_ritz"):
+        assert stage in names, f"no lowered program for {stage}: the check would be vacuous"
+    loose = []
+    for f in files:
+        with open(f) as fh:
+            text = fh.read()
+        for line in text.splitlines():
+            if "dot_general" in line and re.search(r"precision = \[DEFAULT", line):
+                loose.append(f"{f.rsplit('/', 1)[-1]}: {line.strip()[:160]}")
+    assert not loose, "dots at DEFAULT precision:\n" + "\n".join(loose[:10])

@@ -176,8 +176,8 @@ def _rayleigh_ritz(st: _State, cfg: LanczosConfig, hermitian: bool):
     w = mm(cpl, last)
     est = jnp.sqrt(jnp.sum(w * w, axis=0))
     coef2 = X * X
-    wl = coef2.T @ st.locked.astype(coef2.dtype)
-    est = jnp.where(wl > 0.5, coef2.T @ st.locked_res, est)
+    wl = mm(coef2.T, st.locked.astype(coef2.dtype)[:, None])[:, 0]
+    est = jnp.where(wl > 0.5, mm(coef2.T, st.locked_res[:, None])[:, 0], est)
     est = jnp.where(valid, est, jnp.inf)
     return theta, Y, X, est, valid
 

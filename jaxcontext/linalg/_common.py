@@ -238,19 +238,30 @@ def finish(
         basis_size=int(basis_size),
         hermitian=bool(hermitian),
     )
-    if not converged.all() and on_fail != "ignore":
-        missed = int(d - converged.sum())
-        msg = (
-            f"svds ({method}): {missed} of {d} triplets missed tol={tol:.3g} after "
-            f"{int(iterations)} iterations ({matvecs} matvecs); worst residual "
-            f"{float(res_np.max()):.3g} (relative to s_1). "
-            + ("Raise maxiter." if method in ("lanczos", "chebyshev") else
-               "Raise maxiter, or use method='chebyshev' or 'lanczos'.")
-        )
-        if on_fail == "raise":
-            raise NotConvergedError(msg)
-        warnings.warn(msg, NotConvergedWarning, stacklevel=3)
-    return Spectrum(s=s, U=U, V=V, residuals=res, info=info)
+    out = Spectrum(s=s, U=U, V=V, residuals=res, info=info)
+    report_convergence(out, on_fail, stacklevel=4)
+    return out
+
+
+def report_convergence(out: Spectrum, on_fail: str, *, stacklevel: int = 3) -> None:
+    """Warn (``on_fail="warn"``) or raise (``"raise"``) when a triplet of ``out`` missed its tol."""
+    info = out.info
+    converged = np.asarray(info.converged)
+    if converged.all() or on_fail == "ignore":
+        return
+    d = converged.size
+    missed = int(d - converged.sum())
+    method = info.method
+    msg = (
+        f"svds ({method}): {missed} of {d} triplets missed tol={info.tol:.3g} after "
+        f"{int(info.iterations)} iterations ({info.matvecs} matvecs); worst residual "
+        f"{float(np.max(np.asarray(out.residuals))):.3g} (relative to s_1). "
+        + ("Raise maxiter." if method in ("lanczos", "chebyshev") else
+           "Raise maxiter, or use method='chebyshev' or 'lanczos'.")
+    )
+    if on_fail == "raise":
+        raise NotConvergedError(msg)
+    warnings.warn(msg, NotConvergedWarning, stacklevel=stacklevel)
 
 
 def sort_desc(vals: jax.Array, valid: jax.Array | None = None) -> jax.Array:

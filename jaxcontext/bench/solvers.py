@@ -25,9 +25,10 @@ rbf-free  the same, matrix-free only (m = 100k)          none; peak memory probe
 
 jaxcontext entries call :func:`jaxcontext.linalg.svds` as a user would (``tol=1e-4``;
 ``hermitian=True`` for symmetric operators): ``auto`` and ``lanczos`` must reach ``1e-4`` like
-ARPACK and certify every triplet (``on_fail="raise"``: an uncertified result fails the entry); the ``krylov`` (fixed depth) and ``randomized`` entries, and sklearn's
-``randomized_svd``, are approximate methods whose reached accuracy is the point of the entry
-(accepted up to ``APPROX_TOL``). The first call of each jaxcontext entry (tracing and
+ARPACK and certify every triplet (``on_fail="raise"``: an uncertified result fails the entry);
+the ``krylov`` (fixed depth) and ``randomized`` entries, and sklearn's ``randomized_svd``, are
+approximate methods whose reached accuracy is the point of the entry (accepted up to
+``APPROX_TOL``). The first call of each jaxcontext entry (tracing and
 compilation included) is the one checked and is not part of the times.
 
 References: dense float64 ``eigvalsh`` / ``svd`` up to ``DENSE_REF_MAX`` rows; beyond, scipy

@@ -6,7 +6,8 @@
 #   bash scripts/gpu_session.sh OUTDIR [STAGE ...]
 #
 # Stages (default: all, in this order): env smoke sbm100k sbm1m knn rbf kernels bulk rbffree
-# tests. Each stage runs under its own time limit (STAGE_LIMIT_<name> seconds overrides it), so
+# tests; and, named only, sweep (scripts/gpu_lanczos_sweep.py: Lanczos block widths on kNN and
+# the dense RBF kernel, where cupy was faster in session 11). Each stage runs under its own time limit (STAGE_LIMIT_<name> seconds overrides it), so
 # one slow or broken stage costs its limit and no more; everything goes to OUTDIR/log.txt and the
 # bench records to OUTDIR/res/ (also packed into OUTDIR/results.tgz after every stage, so what
 # finished comes back even if the call is cut short).
@@ -85,6 +86,9 @@ for s in $STAGES; do
     rbf)
       stage rbf 150 bench rbf-20k --only 'rbf/m20000' --repeats 5 --time-budget 20 \
         ${RBF_IMPLS:---impl jaxcontext[[]dense?K] --impl matrix-free --impl cupy --impl torch}
+      ;;
+    sweep)
+      stage sweep 420 $PY scripts/gpu_lanczos_sweep.py --blocks 16,32
       ;;
     kernels)
       stage kernels 90 $PY scripts/measure_sparse_kernels.py --only-key --variants \

@@ -1,0 +1,104 @@
+"""Where block Lanczos loses to cupy on a GPU: block sizes and the time outside the stages.
+
+Session 11's H200 run (benchmarks/solvers/README.md, "Session 11") left two cases where cupy's
+Lanczos was faster: the kNN context (50k points, d = 64; Golub-Kahan block Lanczos, block 8:
+158 ms against 144 ms) and the materialised RBF kernel (20k, d = 64; block Lanczos, block 16:
+129 ms against 62 ms). There the products were the smaller part: the kNN profile had 70
+Rayleigh-Ritz steps (small ``eigh``) and 140 orthonormalisations at 211 of 271 ms, the RBF solve
+spent about 70 ms outside its stages. On a GPU a product of 8 or 32 columns costs about the same,
+so wider blocks (fewer sequential steps) should pay there; this script measures that, per case:
+
+* ``auto`` and ``method="lanczos"`` with each ``--blocks`` width: first call (compile included),
+  the median of ``--repeats`` warm calls, iterations, product columns, certificate, and the
+  largest error against the suite's cached float64 values;
+* one profiled solve of ``auto`` (``svds(..., profile=True)``): the time per stage and outside.
+
+    python scripts/gpu_lanczos_sweep.py [--size full|quick] [--blocks 8,16,32] [--cases knn,rbf]
+
+It uses the solvers suite's problems and reference cache (``$JAXCONTEXT_BENCH_CACHE``); each
+variant compiles once (20-50 s each on the H200: budget a lease for it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+import jax  # noqa: E402
+
+from jaxcontext.bench import solvers  # noqa: E402
+from jaxcontext.linalg import svds  # noqa: E402
+
+IMPL = {"knn": "jaxcontext", "rbf": "jaxcontext[dense K]"}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--size", default="full", choices=("full", "quick", "tiny"))
+    p.add_argument("--blocks", default="8,16,32")
+    p.add_argument("--cases", default="knn,rbf")
+    p.add_argument("--repeats", type=int, default=5)
+    args = p.parse_args(argv)
+    blocks = [int(b) for b in args.blocks.split(",") if b]
+    print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}", flush=True)
+    rows = []
+    for case in solvers.cases(args.size):
+        kind = case.name.split("/")[0]
+        if kind not in args.cases.split(","):
+            continue
+        impl = next(i for i in case.impls if i.name == IMPL[kind])
+        g = case.build()
+        ref = case.reference(g)["s"]
+        (op,) = impl.prepare(g)
+        d = int(case.name.rsplit("/d", 1)[1])
+        herm = kind == "rbf" or g.symmetric
+        variants = [("auto", {})] + [(f"lanczos b={b}", {"block_size": b}) for b in blocks]
+        for label, kw in variants:
+            method = "auto" if label == "auto" else "lanczos"
+
+            def solve(kw=kw, method=method, **extra):
+                out = svds(op, d, key=0, method=method, tol=solvers.TOL, hermitian=herm,
+                           on_fail="ignore", **kw, **extra)
+                return jax.block_until_ready(out)
+
+            t0 = time.perf_counter()
+            try:
+                out = solve()
+            except Exception as e:  # a width the solver refuses is a row, not the end
+                rows.append((case.name, label, f"{type(e).__name__}: {e}"[:80]))
+                continue
+            first = time.perf_counter() - t0
+            times = []
+            for _ in range(args.repeats):
+                t0 = time.perf_counter()
+                solve()
+                times.append(time.perf_counter() - t0)
+            s = np.asarray(out.s, np.float64)
+            err = float(np.max(np.abs(s - ref[:d]) / ref[:d]))
+            info = out.info
+            conv = int(np.sum(np.asarray(info.converged)))
+            row = (
+                f"{np.median(times) * 1e3:8.1f} ms (first {first:5.1f} s) it {info.iterations:4d} "
+                f"mv {info.matvecs:6d} block {info.block_size:3d} basis {info.basis_size:4d} "
+                f"conv {conv}/{d} res {float(np.max(np.asarray(out.residuals))):.1e} err {err:.1e}"
+            )
+            rows.append((case.name, label, row))
+            print(f"{case.name} {label}: {row}", flush=True)
+            if label == "auto":
+                prof = solve(profile=True)
+                from jaxcontext.linalg._stages import format_stages
+
+                print(f"  profile: {format_stages(prof.info.stages)}", flush=True)
+    print("\ncase | variant | result")
+    for r in rows:
+        print(" | ".join(r))
+
+
+if __name__ == "__main__":
+    main()

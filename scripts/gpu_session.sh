@@ -7,10 +7,11 @@
 #
 # Stages (default: all, in this order): env smoke sbm100k sbm1m knn rbf kernels bulk rbffree
 # tests; and, named only, sweep (scripts/gpu_lanczos_sweep.py: Lanczos block widths on kNN and
-# the dense RBF kernel, where cupy was faster in session 11). Each stage runs under its own time limit (STAGE_LIMIT_<name> seconds overrides it), so
-# one slow or broken stage costs its limit and no more; everything goes to OUTDIR/log.txt and the
-# bench records to OUTDIR/res/ (also packed into OUTDIR/results.tgz after every stage, so what
-# finished comes back even if the call is cut short).
+# the dense RBF kernel, where cupy was faster in session 11). Each stage runs under its own time
+# limit (STAGE_LIMIT_<name> seconds overrides it), so one slow or broken stage costs its limit
+# and no more; everything goes to OUTDIR/log.txt and the bench records to OUTDIR/res/ (also
+# packed into OUTDIR/results.tgz after every stage, so what finished comes back even if the call
+# is cut short).
 #
 # Budget (H200, session 11): a cold start ~30-70 s; sbm100k took 97 s, sbm1m 122 s, knn (auto,
 # cupy, torch) 96 s, rbf (dense K, cupy, torch) 58 s; each jaxcontext entry's first call compiles

@@ -425,7 +425,10 @@ def svds(
           ``(2^j, 2^(j+1)]``): a sweep over ``d`` compiles once per bucket. On CPU a sparse
           operator (or sparse part of a composite one) with at least a million entries and the
           default kernel gets the faster of its ELL and BCSR products at the block width, timed
-          on the matrix once per pattern (``info.reason`` gives the times).
+          on the matrix once per pattern (``info.reason`` gives the times). Should the certificate
+          miss ``tol`` where the residual estimates met it (the Lanczos relation held less
+          exactly than the estimates assume), it solves once more with its internal tolerance
+          tightened by the observed ratio (``info.reason`` says so).
         * ``"chebyshev"``: Chebyshev-filtered subspace iteration (Zhou & Saad 2007) on ``A``
           (symmetric path) or on the Gram operator ``A^T A`` / ``A A^T``: a short block Lanczos
           probe estimates the spectrum (eigenvalue counts from Gauss quadrature), which sets the

@@ -62,9 +62,11 @@ def main(argv=None):
         for label, kw in variants:
             method = "auto" if label == "auto" else "lanczos"
 
-            def solve(kw=kw, method=method, **extra):
-                out = svds(op, d, key=0, method=method, tol=solvers.TOL, hermitian=herm,
-                           on_fail="ignore", **kw, **extra)
+            def solve(op=op, d=d, herm=herm, kw=kw, method=method, **extra):
+                out = svds(
+                    op, d, key=0, method=method, tol=solvers.TOL, hermitian=herm,
+                    on_fail="ignore", **kw, **extra,
+                )
                 return jax.block_until_ready(out)
 
             t0 = time.perf_counter()

@@ -6,15 +6,19 @@ measure the kernels on a GPU): the product against scipy's float64 one, then ``s
 second call timed apart, and the kernel each product used.
 """
 
+import os
+import sys
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import scipy.sparse as sp
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))  # run from a checkout
 
-from jaxcontext import _spmm, linalg
-from jaxcontext import operators as ops
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import scipy.sparse as sp  # noqa: E402
+
+from jaxcontext import _spmm, linalg  # noqa: E402
+from jaxcontext import operators as ops  # noqa: E402
 
 print("backend", jax.default_backend(), jax.devices(), "jax", jax.__version__)
 rng = np.random.default_rng(0)

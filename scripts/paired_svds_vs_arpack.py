@@ -12,9 +12,13 @@ are the solvers suite's (same builders, seed 0); ARPACK runs with 2 BLAS threads
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))  # run from a checkout
 
 CASES = {
     # name: (kind, size, d)

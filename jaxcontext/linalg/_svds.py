@@ -833,8 +833,10 @@ def _solve(
     miss = ~np.asarray(out.info.converged)
     # The run stopped because its residual *estimates* (from the Lanczos relation, no products)
     # met tol, but the certificate's fresh products disagree: the relation held less exactly than
-    # the estimates assume (float32 rounding; seen on a GPU: estimates <= 0.8 tol, certificate
-    # 1.4 tol). Solve once more with the internal tolerance tightened by the observed ratio.
+    # the estimates assume (float32 rounding; seen on an H200: kNN 50k stopped after the same 70
+    # steps as on the CPU, where estimates and certificate agree to 4 digits, and certified 48 of
+    # 64 triplets, worst 1.4 tol). Solve once more with the internal tolerance tightened by the
+    # observed ratio.
     s_max = float(np.max(np.abs(np.asarray(s))))
     if miss.any() and bool(np.all(np.asarray(est) <= common["tol"] * s_max)):
         worst = float(np.max(np.asarray(out.residuals)[miss]))

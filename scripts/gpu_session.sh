@@ -58,7 +58,7 @@ bench() {  # bench NAME ARGS...: the solvers suite, full size, GPU peers, record
   shift
   $PY -m jaxcontext.bench --suite solvers --size full --no-memory \
     --exclude arpack --exclude 'scipy eigsh' --exclude propack --exclude sklearn --exclude primme \
-    --json "$OUT/res/$TAG-$name.json" --markdown "$OUT/res/$TAG-$name.md" "$@"
+    --baseline 'cupy svds' --baseline 'cupy eigsh' --json "$OUT/res/$TAG-$name.json" --markdown "$OUT/res/$TAG-$name.md" "$@"
 }
 
 export -f bench

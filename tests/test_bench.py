@@ -392,6 +392,23 @@ def test_select_impls_exclude_drops_the_baseline_too():
     assert H.select_impls(solvers, ["[j]axcontext"], ["jaxcontext"]) == []
 
 
+def test_rebase_takes_speedups_against_the_named_peer():
+    solvers = H.select_impls(H.suite_cases("solvers", "tiny"), None, ["arpack", "scipy eigsh"])
+    out = H.rebase(solvers, ["cupy svds", "cupy eigsh"])
+    for c in out:
+        base = [i.name for i in c.impls if i.baseline]
+        names = [i.name for i in c.impls]
+        want = [n for n in ("cupy svds", "cupy eigsh") if n in names][:1]
+        assert base == want, (c.name, base)
+    # no match: the case keeps its own baseline; several matches (cupy svds and cupy eigsh on
+    # the symmetric block model): too
+    full = H.suite_cases("solvers", "tiny")
+    assert H.rebase(full, ["no-such-impl"]) == list(full)
+    assert H.rebase(full, None) == list(full)
+    sbm = [c for c in full if c.name.startswith("sbm/")]
+    assert sbm and H.rebase(sbm, ["cupy"]) == sbm
+
+
 def test_json_turns_non_finite_numbers_into_null(tmp_path):
     entry = H.Entry(
         suite="s",

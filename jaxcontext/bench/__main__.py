@@ -131,6 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
         "CPU baseline: --exclude arpack); repeatable",
     )
     p.add_argument(
+        "--baseline",
+        action="append",
+        metavar="PATTERN",
+        help="take speedups against the implementation whose name matches PATTERN (as --impl), "
+        "in each case where exactly one does, instead of the case's own baseline; repeatable, "
+        "the first that fits a case wins (e.g. a GPU run: --exclude arpack --baseline "
+        "'cupy svds' --baseline 'cupy eigsh')",
+    )
+    p.add_argument(
         "--seed", type=_nonnegative_int, default=0, help="seed of the random inputs (default 0)"
     )
     p.add_argument(
@@ -213,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
                 "selected cases"
             )
         selected = narrowed
+    selected = _harness.rebase(selected, args.baseline)
     if args.list:
         for c in selected:
             impls = ", ".join(i.name + (" *" if i.baseline else "") for i in c.impls)
@@ -229,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         "only": args.only,
         "impl": args.impl,
         "exclude": args.exclude,
+        "baseline": args.baseline,
         "memory": not args.no_memory,
         "cpu_devices": args.cpu_devices,
         "command": "python -m jaxcontext.bench "

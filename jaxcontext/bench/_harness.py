@@ -727,6 +727,27 @@ def select_impls(
     return out
 
 
+def rebase(cases: Sequence[Case], patterns: Sequence[str] | None) -> list[Case]:
+    """Take each case's speedups against the implementation named by ``patterns`` instead.
+
+    Patterns match names as in :func:`select_impls` and are tried in order: the first that
+    matches exactly one implementation of a case makes it the baseline (and the case's own
+    baseline an ordinary entry); a case where none does keeps its baseline. E.g. a GPU run
+    without the CPU peers: ``--exclude arpack --baseline 'cupy svds' --baseline 'cupy eigsh'``.
+    """
+    if not patterns:
+        return list(cases)
+    out = []
+    for c in cases:
+        for pat in patterns:
+            hits = [i for i in c.impls if _matches(pat.lower(), i.name.lower())]
+            if len(hits) == 1:
+                c = c._replace(impls=tuple(i._replace(baseline=i is hits[0]) for i in c.impls))
+                break
+        out.append(c)
+    return out
+
+
 def run(
     cases: Sequence[Case],
     *,

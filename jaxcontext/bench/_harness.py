@@ -709,20 +709,16 @@ def select_impls(
     pats = [p.lower() for p in impls or ()]
     drop = [p.lower() for p in exclude or ()]
 
+    def dropped(i: Impl) -> bool:
+        return any(_matches(p, i.name.lower()) for p in drop)
+
     def chosen(i: Impl) -> bool:
-        name = i.name.lower()
-        if any(_matches(p, name) for p in drop):
-            return False
-        return not pats or any(_matches(p, name) for p in pats)
+        return not dropped(i) and (not pats or any(_matches(p, i.name.lower()) for p in pats))
 
     out = []
     for c in cases:
         if any(chosen(i) for i in c.impls):
-            kept = tuple(
-                i
-                for i in c.impls
-                if chosen(i) or (i.baseline and not any(_matches(p, i.name.lower()) for p in drop))
-            )
+            kept = tuple(i for i in c.impls if chosen(i) or (i.baseline and not dropped(i)))
             out.append(c._replace(impls=kept))
     return out
 

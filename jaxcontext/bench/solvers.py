@@ -887,10 +887,9 @@ def _optional_peers(d: int, n: int, *, symmetric: bool, dense: bool, n_iter: int
     def torch_d(g):
         return (_to_torch(g.a32), d)
 
-    impls = (
-        []
-        if dense
-        else [
+    impls = []
+    if not dense:  # PRIMME and cupy's svds take the sparse matrix
+        impls.append(
             _peer(
                 "primme svds",
                 a_d,
@@ -898,21 +897,19 @@ def _optional_peers(d: int, n: int, *, symmetric: bool, dense: bool, n_iter: int
                 f"primme.svds(A, k={d}, tol={TOL}) (default method)",
                 tol,
                 needs="primme",
-            ),
-        ]
-    )
-    if symmetric and not dense:
-        impls.append(
-            _peer(
-                "primme eigsh",
-                a_d,
-                _primme_eigsh,
-                f"primme.eigsh(A, k={d}, which='LM', tol={TOL}) (default method), |lambda|",
-                tol,
-                needs="primme",
             )
         )
-    if not dense:
+        if symmetric:
+            impls.append(
+                _peer(
+                    "primme eigsh",
+                    a_d,
+                    _primme_eigsh,
+                    f"primme.eigsh(A, k={d}, which='LM', tol={TOL}) (default method), |lambda|",
+                    tol,
+                    needs="primme",
+                )
+            )
         impls.append(
             _peer(
                 "cupy svds",

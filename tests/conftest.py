@@ -37,11 +37,19 @@ if "OPENBLAS_NUM_THREADS" not in os.environ:
         threadpool_limits(limits=1, user_api="blas")
 
 # Many tests compile the same program (a trainer for one encoder and batch, a solver at one shape):
-# XLA's persistent cache, in a directory private to this test process and removed at exit, lets the
-# second compilation load the first one's executable. It changes no result, only compile time.
-# (A flaky wrong kernel value once blamed on it came from register_dataclass: see _pytree.py.)
-_XLA_CACHE = tempfile.mkdtemp(prefix="jaxcontext-tests-xla-")
-atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
+# XLA's persistent cache, in a directory private to this test process, lets the second compilation
+# load the first one's executable. It changes no result, only compile time. (A flaky wrong kernel
+# value once blamed on it came from register_dataclass: see _pytree.py.) The directories live in
+# one folder that the process starting the run (the xdist controller, whose workers inherit the
+# variable below) removes at exit: xdist workers end without running exit handlers, and their
+# caches (about 40 MB a run) used to stay behind. Sharing one directory between the workers
+# saved little (few programs compile in both) and cost more: the cache's file lock comes with a
+# scan of the whole directory on every write.
+_PARENT = "JAXCONTEXT_TESTS_XLA_CACHES"
+if not os.path.isdir(os.environ.get(_PARENT, "")):
+    os.environ[_PARENT] = tempfile.mkdtemp(prefix="jaxcontext-tests-xla-")
+    atexit.register(shutil.rmtree, os.environ[_PARENT], ignore_errors=True)
+_XLA_CACHE = tempfile.mkdtemp(dir=os.environ[_PARENT])
 jax.config.update("jax_compilation_cache_dir", _XLA_CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

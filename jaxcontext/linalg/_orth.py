@@ -273,12 +273,14 @@ def _orthonormalize(
     if fill is None:
         return Orthonormalized(q, r, c, deficient)
 
-    # Replace dependent columns by the fill and orthonormalise once more. The second round reuses
+    # Replace dependent columns by the fill and orthonormalise once more. The second round starts
+    # from the projected X, not from round 1's Q: a dependent column's q is a normalised rounding
+    # remainder that later columns have components along, and replacing it in Q lost those
+    # (X = B C + Q R then failed by a few percent in the columns after it). The second round reuses
     # the same compiled passes (a while loop of at most one iteration keeps the program small).
     def body(carry):
-        _, q_, _, _ = carry
         f = fill() if callable(fill) else fill  # a callable is traced here: runs only when needed
-        y = jnp.where(deficient[None, :], f.astype(x.dtype), q_)
+        y = jnp.where(deficient[None, :], f.astype(x.dtype), x1)
         qn, _, _, _, badn = run(y)
         return jnp.asarray(False), qn, _mm(qn.T, x1), badn
 

@@ -34,6 +34,7 @@ import jax  # noqa: E402
 
 from jaxcontext.bench import solvers  # noqa: E402
 from jaxcontext.linalg import svds  # noqa: E402
+from jaxcontext.linalg._stages import format_stages  # noqa: E402
 
 IMPL = {"knn": "jaxcontext", "rbf": "jaxcontext[dense K]"}
 
@@ -94,8 +95,6 @@ def main(argv=None):
             print(f"{case.name} {label}: {row}", flush=True)
             if label == "auto":
                 prof = solve(profile=True)
-                from jaxcontext.linalg._stages import format_stages
-
                 print(f"  profile: {format_stages(prof.info.stages)}", flush=True)
     print("\ncase | variant | result")
     for r in rows:

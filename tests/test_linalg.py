@@ -1108,7 +1108,6 @@ def test_lanczos_solves_again_when_the_certificate_disagrees_with_its_estimates(
         return U, V, res * (100.0 if len(calls) == 1 else 1.0), sym
 
     monkeypatch.setattr(_common, "_certify", pessimistic)
-    rng = np.random.default_rng(11)
     n = 1201
     a = sps.random(n, n, density=0.01, random_state=5, dtype=np.float32)
     a = (a + a.T).tocsr() if hermitian else a.tocsr()
@@ -1122,4 +1121,3 @@ def test_lanczos_solves_again_when_the_certificate_disagrees_with_its_estimates(
     assert float(np.max(np.asarray(out.residuals))) <= tol
     s_ref = np.linalg.svd(a.toarray().astype(np.float64), compute_uv=False)[:12]
     np.testing.assert_allclose(np.asarray(out.s, np.float64), s_ref, rtol=2 * tol)
-    del rng

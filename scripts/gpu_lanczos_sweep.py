@@ -15,6 +15,11 @@ so wider blocks (fewer sequential steps) should pay there; this script measures 
 
     python scripts/gpu_lanczos_sweep.py [--size full|quick] [--blocks 8,16,32] [--cases knn,rbf]
 
+For the sparse (kNN) case it also checks the device's products against float64 host products
+and recomputes each result's residuals with float64 host products (``res64``: equal to the
+device's certificate when that is right; session 13 used it to find that the residual
+*estimates* were wrong, see ``scripts/gpu_small_svd.py``). ``--rbf-blocks`` sets the RBF widths.
+
 It uses the solvers suite's problems and reference cache (``$JAXCONTEXT_BENCH_CACHE``); each
 variant compiles once (20-50 s each on the H200: budget a lease for it).
 """
@@ -43,10 +48,14 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--size", default="full", choices=("full", "quick", "tiny"))
     p.add_argument("--blocks", default="8,16,32")
+    p.add_argument("--rbf-blocks", default=None, help="widths for the RBF case (default --blocks)")
     p.add_argument("--cases", default="knn,rbf")
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args(argv)
-    blocks = [int(b) for b in args.blocks.split(",") if b]
+    widths = {
+        "knn": [int(b) for b in args.blocks.split(",") if b],
+        "rbf": [int(b) for b in (args.rbf_blocks or args.blocks).split(",") if b],
+    }
     print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}", flush=True)
     rows = []
     for case in solvers.cases(args.size):
@@ -59,7 +68,18 @@ def main(argv=None):
         (op,) = impl.prepare(g)
         d = int(case.name.rsplit("/d", 1)[1])
         herm = kind == "rbf" or g.symmetric
-        variants = [("auto", {})] + [(f"lanczos b={b}", {"block_size": b}) for b in blocks]
+        a64 = getattr(g, "a64", None)  # float64 scipy matrix (sparse cases)
+        if a64 is not None:
+            # the device's products against float64 ones on the host
+            X = np.random.default_rng(0).standard_normal((a64.shape[1], 8)).astype(np.float32)
+            Y = np.random.default_rng(1).standard_normal((a64.shape[0], 8)).astype(np.float32)
+            for name, got, want in (
+                ("A X", op.matmat(jax.numpy.asarray(X)), a64 @ X.astype(np.float64)),
+                ("A^T Y", op.rmatmat(jax.numpy.asarray(Y)), a64.T @ Y.astype(np.float64)),
+            ):
+                err = np.linalg.norm(np.asarray(got, np.float64) - want) / np.linalg.norm(want)
+                print(f"{case.name} product {name}: rel. error {err:.2e} (float64)", flush=True)
+        variants = [("auto", {})] + [(f"lanczos b={b}", {"block_size": b}) for b in widths[kind]]
         for label, kw in variants:
             method = "auto" if label == "auto" else "lanczos"
 
@@ -91,8 +111,17 @@ def main(argv=None):
                 f"mv {info.matvecs:6d} block {info.block_size:3d} basis {info.basis_size:4d} "
                 f"conv {conv}/{d} res {float(np.max(np.asarray(out.residuals))):.1e} err {err:.1e}"
             )
+            if a64 is not None:  # the same residuals as the certificate's, float64 products
+                U = np.asarray(out.U, np.float64)
+                V = np.asarray(out.V, np.float64)
+                r1 = np.linalg.norm(a64 @ V - U * s, axis=0)
+                r2 = np.linalg.norm(a64.T @ U - V * s, axis=0)
+                r64 = np.maximum(r1, r2) / s.max()
+                row += f" res64 {r64.max():.1e} conv64 {int(np.sum(r64 <= solvers.TOL))}/{d}"
             rows.append((case.name, label, row))
             print(f"{case.name} {label}: {row}", flush=True)
+            if "solved again" in info.reason or "certificate missed" in info.reason:
+                print(f"  retried: {info.reason.rsplit(';', 1)[-1]}", flush=True)
             if label == "auto":
                 prof = solve(profile=True)
                 print(f"  profile: {format_stages(prof.info.stages)}", flush=True)

@@ -7,7 +7,8 @@
 #
 # Stages (default: all, in this order): env smoke sbm100k sbm1m knn rbf kernels bulk rbffree
 # tests; and, named only, sweep (scripts/gpu_lanczos_sweep.py: Lanczos block widths on kNN and
-# the dense RBF kernel, where cupy was faster in session 11). Each stage runs under its own time
+# the dense RBF kernel, where cupy was faster in session 11; SWEEP_ARGS overrides its arguments)
+# and smallsvd (scripts/gpu_small_svd.py: the Golub-Kahan small SVD routes, session 13). Each stage runs under its own time
 # limit (STAGE_LIMIT_<name> seconds overrides it), so one slow or broken stage costs its limit
 # and no more; everything goes to OUTDIR/log.txt and the bench records to OUTDIR/res/ (also
 # packed into OUTDIR/results.tgz after every stage, so what finished comes back even if the call
@@ -32,6 +33,9 @@ LOG=$OUT/log.txt
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 export PYTHONUNBUFFERED=1
 export JAXCONTEXT_BENCH_CACHE=${JAXCONTEXT_BENCH_CACHE:-$PWD/.bench-cache}
+# One persistent compilation cache for the whole session: a stage that runs a solver an earlier
+# stage compiled loads it (the bench's first-call times then show no compile; the earlier one's do)
+export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-/tmp/jaxcontext-gpu-session-cache}
 # JAX, cupy and torch share the card: JAX takes half, not its default 75%
 export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.5}
 PY=${PYTHON:-python3}
@@ -89,7 +93,10 @@ for s in $STAGES; do
         ${RBF_IMPLS:---impl jaxcontext[[]dense?K] --impl matrix-free --impl cupy --impl torch}
       ;;
     sweep)
-      stage sweep 420 $PY scripts/gpu_lanczos_sweep.py --blocks 16,32
+      stage sweep 420 $PY scripts/gpu_lanczos_sweep.py ${SWEEP_ARGS:---blocks 16,32}
+      ;;
+    smallsvd)
+      stage smallsvd 300 $PY scripts/gpu_small_svd.py ${SMALLSVD_ARGS:---solve auto}
       ;;
     kernels)
       stage kernels 90 $PY scripts/measure_sparse_kernels.py --only-key --variants \

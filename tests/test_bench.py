@@ -349,6 +349,16 @@ def test_slow_calls_get_fewer_repeats_but_at_least_three():
     assert H._n_repeats(100.0, 2, 20.0) == 2
 
 
+def test_case_repeat_cap_holds_only_slow_calls(monkeypatch):
+    """``max_repeats`` caps slow entries (CPU solves); fast ones keep the run's repeats (GPU)."""
+    case = _tiny("dense/200x100/k8")._replace(max_repeats=1)
+    fast = {e.impl: e.repeats for e in H.run_case(case, repeats=5)}
+    assert set(fast.values()) == {5}, fast
+    monkeypatch.setattr(H, "SLOW_CALL_S", 0.0)  # every call counts as slow
+    slow = {e.impl: e.repeats for e in H.run_case(case, repeats=5)}
+    assert set(slow.values()) == {1}, slow
+
+
 def test_select_by_substring_and_glob():
     cases = opsuite.cases("tiny")
     assert {c.name for c in H.select(cases, ["sparse-T"])} == {"sparse-T/n400/k8"}

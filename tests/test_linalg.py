@@ -1086,6 +1086,99 @@ def test_solver_programs_use_full_float32_matmuls(tmp_path):
     assert not loose, "dots at DEFAULT precision:\n" + "\n".join(loose[:10])
 
 
+@pytest.mark.parametrize("shape", [(40, 40), (50, 30), (30, 50)])
+def test_small_svds_give_accurate_triplets(precision, shape):
+    """The small-SVD routes the solvers take off the CPU, run here on known triplets.
+
+    ``_svd_qr`` (the QR algorithm, ``svd_small`` off the CPU) and ``_svd_lapack`` (on it): both
+    residuals at rounding; ``svd_gram`` (Golub-Kahan Lanczos off the CPU): ``M y = s x`` at
+    rounding, ``M^T x - s y`` at most ``~eps |M|^2 / s`` (its documented limit).
+    """
+    from jaxcontext.linalg._common import _svd_lapack, _svd_qr, svd_gram
+
+    rng = np.random.default_rng(3)
+    m, n = shape
+    k = min(m, n)
+    s = np.geomspace(1.0, 0.02, k)
+    P = np.linalg.qr(rng.standard_normal((m, k)))[0]
+    Q = np.linalg.qr(rng.standard_normal((n, k)))[0]
+    M = (P * s) @ Q.T
+    eps = float(np.finfo(precision).eps)
+    routes = [_svd_lapack, _svd_qr] + ([svd_gram] if m >= n else [])
+    for fn in routes:
+        X, sv, Y = fn(jnp.asarray(M, precision))
+        assert X.dtype == sv.dtype == Y.dtype == precision, fn.__name__
+        X, sv, Y = (np.asarray(a, np.float64)[..., :k] for a in (X, sv, Y))
+        np.testing.assert_allclose(sv, s, atol=100 * eps, err_msg=fn.__name__)
+        r1 = np.linalg.norm(M @ Y - X * sv, axis=0)
+        r2 = np.linalg.norm(M.T @ X - Y * sv, axis=0)
+        assert r1.max() <= 100 * eps, (fn.__name__, r1.max() / eps)
+        limit = 100 * eps / s if fn is svd_gram else 100 * eps
+        assert np.all(r2 <= limit), (fn.__name__, np.max(r2 / limit))
+
+
+def _bidiagonal_problem(c: int, size: int, b: int = 4):
+    """A Golub-Kahan-like projected matrix: ``c x c`` active block, zeros to ``size + b``."""
+    rng = np.random.default_rng(11)
+    H = np.zeros((size + b, size + b), np.float32)
+    H[:c, :c] = np.triu(rng.standard_normal((c, c))) * np.geomspace(1.0, 0.1, c)[None, :]
+    return jnp.asarray(H)
+
+
+def test_lanczos_small_problem_reports_its_own_residual(monkeypatch):
+    """``rs`` is the small SVD's residual: rounding when exact, large when the SVD is loose.
+
+    The residual estimates add it to the Lanczos coupling, so a loose small SVD (as JAX's default
+    on a GPU, 1e-5) cannot pass for convergence. Here the SVD's vectors are perturbed by 1e-3:
+    ``rs`` must show it.
+    """
+    from jaxcontext.linalg import _lanczos
+
+    c, size = 20, 24
+    H = _bidiagonal_problem(c, size)
+    run = jax.jit(lambda H: _lanczos._small_solve(H, c, s=size, K=size, hermitian=False))
+    theta, Y, X, mu, rs = run(H)
+    Hc = np.asarray(H, np.float64)[:c, :c]
+    th, Yc, Xc = (np.asarray(a, np.float64) for a in (theta[:c], Y[:c, :c], X[:c, :c]))
+    r1 = np.linalg.norm(Hc @ Yc - Xc * th, axis=0)
+    r2 = np.linalg.norm(Hc.T @ Xc - Yc * th, axis=0)
+    np.testing.assert_allclose(np.asarray(rs[:c]), np.maximum(r1, r2), atol=1e-6)
+    assert float(np.max(rs[:c])) < 1e-5
+    real = _lanczos._fixed_small
+
+    def loose(Hs, Hz, active, mu, how):
+        theta, Y, X = real(Hs, Hz, active, mu, how)
+        return theta, Y + 1e-3 * jnp.sin(jnp.arange(Y.size).reshape(Y.shape)), X
+
+    monkeypatch.setattr(_lanczos, "_fixed_small", loose)
+    _, _, _, _, rs_loose = jax.jit(
+        lambda H: _lanczos._small_solve(H, c, s=size, K=size, hermitian=False)
+    )(H)
+    assert float(np.min(rs_loose[:c])) > 1e-4
+
+
+def test_golub_kahan_lanczos_with_the_gram_small_svd(precision, monkeypatch):
+    """Golub-Kahan block Lanczos with the small SVD it uses off the CPU (``svd_gram``).
+
+    On an H200 JAX's default SVD left 49 of 64 kNN triplets uncertified; the Gram route certified
+    64. Here it runs on the CPU on the cycle graph (four-fold clusters, restarts) and must match
+    the known spectrum as the LAPACK route does (``test_cycle_graph``).
+    """
+    from jaxcontext.linalg import _lanczos
+
+    monkeypatch.setattr(_lanczos, "SMALL_SVD", "gram")
+    n, d = NS, 7
+    Z = cycle_operator(n, precision)
+    tol = solver_tol(precision)
+    sp = svds(Z, d, method="lanczos", hermitian=False, tol=tol)
+    assert sp.info.converged.all() and sp.info.restarts > 0
+    check_dtypes(sp, precision)
+    ref = np.sort(np.abs(np.cos(2 * np.pi * np.arange(n) / n)))[::-1]
+    np.testing.assert_allclose(np.asarray(sp.s), ref[:d], atol=2 * tol)
+    check_orthonormal(sp.U, ortho_atol(precision))
+    check_orthonormal(sp.V, ortho_atol(precision))
+
+
 @pytest.mark.parametrize("hermitian", [True, False])
 def test_lanczos_solves_again_when_the_certificate_disagrees_with_its_estimates(
     monkeypatch, hermitian

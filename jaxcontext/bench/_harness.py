@@ -19,8 +19,9 @@ For every implementation :func:`run_case`
    about the peer that does not fail the run (:func:`failures`);
 4. warms up once more when a call is cheap, then times ``repeats`` calls (each blocked) and keeps
    the median, min and interquartile range; the count shrinks (to at least 3, or the case's
-   ``max_repeats``) when calls are slow, judged for a peer by its first call and for jaxcontext's
-   own entries, whose first call may be mostly compilation, by the first timed call;
+   ``max_repeats`` for calls of ``SLOW_CALL_S`` or more) when calls are slow, judged for a peer
+   by its first call and for jaxcontext's own entries, whose first call may be mostly
+   compilation, by the first timed call;
 5. optionally measures peak memory in a fresh subprocess (:func:`memory_probe`).
 
 The ratio ``speedup = t_baseline / t_impl`` compares medians within one case and one run (> 1: the
@@ -140,8 +141,9 @@ class Case(NamedTuple):
         tol: largest accepted ``compare`` value.
         compare: ``compare(out, ref, data) -> float`` (default :func:`rel_error`).
         memory: also measure peak memory of the implementations in subprocesses.
-        max_repeats: cap on the timed calls of each implementation (None: the run's ``repeats``),
-            for cases whose single call takes long.
+        max_repeats: cap on the timed calls of each implementation whose call takes
+            ``SLOW_CALL_S`` or more (None: the run's ``repeats``), for cases whose single call
+            takes long on a CPU; faster entries (a GPU's) keep the run's ``repeats``.
     """
 
     suite: str
@@ -399,6 +401,13 @@ def check(
     return err
 
 
+#: Calls at least this long are held to a case's ``max_repeats`` (seconds). The cap exists for
+#: CPU solves of seconds to minutes; the same case on a GPU (40-150 ms) was timed once, and that
+#: one call ran 149 ms where five calls in another process had a median of 44 ms (session 13,
+#: H200, RBF 20k, same solver).
+SLOW_CALL_S = 1.0
+
+
 def _n_repeats(first_s: float, repeats: int, budget_s: float) -> int:
     """At most ``repeats`` timed calls, fewer (but >= 3) when one call is slow."""
     if first_s <= 0:
@@ -475,7 +484,7 @@ def run_impl(
         if first_s < 1.0:  # one more warm-up when it is cheap (the checked call was the first)
             _block(fn(*args))
         n = _n_repeats(first_s, repeats, budget_s)
-    if case.max_repeats is not None:
+    if case.max_repeats is not None and (times[0] if times else first_s) >= SLOW_CALL_S:
         n = max(1, min(n, case.max_repeats))
     for _ in range(n - len(times)):
         t0 = time.perf_counter()

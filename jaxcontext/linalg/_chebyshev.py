@@ -51,7 +51,7 @@ import numpy as np
 
 from .._spmm import last_level_cache_bytes as _last_level_cache_bytes
 from ..operators import LinearOperator
-from ._common import gaussian, ix, mm, uniform
+from ._common import gaussian, ix, mm, svd_small, uniform
 from ._orth import (
     NEAR_ORTHONORMAL,
     _Basis,
@@ -459,9 +459,9 @@ def _svd_extract(A, X, key, *, d: int, left: bool):
         B, None, fill=lambda: gaussian(key, B.shape, B.dtype), reorth=None,
         rank_tol=default_rank_tol(B.dtype, B.shape[1]),
     )
-    P, s, Zt = jnp.linalg.svd(o.R, full_matrices=False)
+    P, s, Z = svd_small(o.R)
     other = mm(o.Q, P[:, :d])
-    mine = mm(X, Zt.T[:, :d])
+    mine = mm(X, Z[:, :d])
     return (s[:d], mine, other) if left else (s[:d], other, mine)
 
 

@@ -59,6 +59,52 @@ def mm(a: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.matmul(a, b, precision=HIGHEST)
 
 
+# Small dense SVDs (Rayleigh-Ritz problems, the dense path). On CPU, jnp.linalg.svd is LAPACK's
+# gesdd: accurate to rounding. On NVIDIA GPUs JAX's default for matrices up to 1024 is cuSOLVER's
+# Jacobi gesvdj, measured on an H200 (session 13, JAX 0.11.2, float32) on a 176 x 176 Golub-Kahan
+# matrix: residuals |B y - theta x| 1.0e-5 and |X^T X - I| 1.1e-5 relative, 100x LAPACK's
+# (7e-7), enough to spoil the Lanczos relation across restarts (bases orthonormal only to
+# 1.7e-4, 49 of 64 triplets certified). Same matrix there, median of a jitted call: gesvdj
+# 3.9 ms, the QR algorithm (gesvd) 14.6 ms (residual 2.5e-6), eigh of the Gram 1.6 ms (6e-7).
+# Scripts: scripts/gpu_small_svd.py; figures in benchmarks/solvers/README.md.
+
+
+def svd_gram(M: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``X, s, Y`` (descending ``s``) with ``M ~ X diag(s) Y^T``, from ``eigh(M^T M)``.
+
+    ``y_i`` is an eigenvector of the Gram (backward stable), ``s_i = |M y_i|`` and
+    ``x_i = M y_i / s_i``, so ``M y_i = s_i x_i`` holds to rounding and the other residual is
+    ``|M^T x_i - s_i y_i| ~ eps |M|^2 / s_i``: as accurate as an SVD for the values above about
+    ``sqrt(eps) |M|`` (every wanted value of a Lanczos solve at float32 tolerances), worse below.
+    Columns with ``s_i = 0`` come back unnormalised (zero).
+    """
+    _, Y = jnp.linalg.eigh(mm(M.T, M))
+    Y = Y[:, ::-1]
+    MY = mm(M, Y)
+    s = jnp.sqrt(jnp.sum(MY * MY, axis=0))
+    return MY / jnp.where(s > 0, s, 1.0)[None, :], s, Y
+
+
+def svd_small(M: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``X, s, Y`` (descending ``s``, thin) with ``M = X diag(s) Y^T``, accurate on every backend.
+
+    LAPACK's gesdd on CPU; elsewhere the QR algorithm (``SvdAlgorithm.QR``), since JAX's default
+    on GPUs (Jacobi) is 100x less accurate (see above). For one-off problems (a Rayleigh-Ritz
+    step per pass, the dense path), where accuracy matters more than the few milliseconds.
+    """
+    return jax.lax.platform_dependent(M, cpu=_svd_lapack, default=_svd_qr)
+
+
+def _svd_lapack(M):
+    X, s, Yt = jnp.linalg.svd(M, full_matrices=False)
+    return X, s, Yt.T
+
+
+def _svd_qr(M):
+    X, s, Yt = jax.lax.linalg.svd(M, full_matrices=False, algorithm=jax.lax.linalg.SvdAlgorithm.QR)
+    return X, s, Yt.T
+
+
 def as_key(key: Any) -> jax.Array:
     """Accept ``None`` (key 0), an int seed, a typed key or a raw ``uint32[2]`` PRNGKey."""
     if key is None:

@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._common import svd_small
+
 
 @functools.partial(jax.jit, static_argnames=("d", "hermitian"))
 def _dense_device(M, *, d: int, hermitian: bool):
@@ -17,8 +19,8 @@ def _dense_device(M, *, d: int, hermitian: bool):
         lam, W = lam[order], W[:, order]
         sign = jnp.where(lam < 0, -1.0, 1.0).astype(M.dtype)
         return jnp.abs(lam), W * sign[None, :], W, sign
-    U, s, Vt = jnp.linalg.svd(M, full_matrices=False)
-    return s[:d], U[:, :d], Vt[:d].T, jnp.ones((d,), M.dtype)
+    U, s, V = svd_small(M)  # accurate on GPUs too (see _common)
+    return s[:d], U[:, :d], V[:, :d], jnp.ones((d,), M.dtype)
 
 
 def _on_host(M) -> bool:

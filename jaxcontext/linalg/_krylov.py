@@ -17,7 +17,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from ._common import gaussian, mm, sort_desc
+from ._common import gaussian, mm, sort_desc, svd_small
 from ._orth import orthonormalize
 
 
@@ -68,7 +68,7 @@ def krylov_core(A, key, *, d: int, l: int, q: int, hermitian: bool):
     Qall = jnp.concatenate(blocks, axis=1)
     Bt = jnp.concatenate(zs, axis=1)  # A^T Q, (n, K)
     P, R, _, _ = orthonormalize(Bt, fill=jnp.roll(jnp.tile(G0[:n], (1, q + 1)), 3, axis=0))
-    Xr, s, Yrt = jnp.linalg.svd(R, full_matrices=False)
-    U = mm(Qall, Yrt.T[:, :d])
+    Xr, s, Yr = svd_small(R)
+    U = mm(Qall, Yr[:, :d])
     V = mm(P, Xr[:, :d])
     return s[:d], U, V, jnp.ones((d,), dt)

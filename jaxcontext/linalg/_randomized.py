@@ -14,7 +14,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from ._common import gaussian, mm, sort_desc
+from ._common import gaussian, mm, sort_desc, svd_small
 from ._orth import orthonormalize
 
 
@@ -67,8 +67,7 @@ def randomized_core(A, key, tol, *, d: int, l: int, maxiter: int, hermitian: boo
             sign = sign[:d]
         else:
             P, R, _, _ = orthonormalize(A.rmatmat(Q), fill=fill(2 * it, n))
-            Xr, s, Yrt = jnp.linalg.svd(R, full_matrices=False)
-            Yr = Yrt.T  # A^T Q Yr = P Xr S
+            Xr, s, Yr = svd_small(R)  # A^T Q Yr = P Xr S
             Gp = A.matmat(P)
             QY = mm(Q, Yr)
             Wr = mm(Gp, Xr) - QY * s[None, :]

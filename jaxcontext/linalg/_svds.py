@@ -19,6 +19,7 @@ from ..operators import (
     TransposedOperator,
     as_operator,
 )
+from . import _lanczos
 from ._chebyshev import chebyshev_solve
 from ._chebyshev import plan as chebyshev_plan
 from ._common import (
@@ -313,6 +314,7 @@ def _lanczos_config(
         reorth=REORTH_CHEAP if cheap else None,
         shapes=shapes,
         local=cheap,
+        small_svd=_lanczos.SMALL_SVD,
     )
     return cfg, shapes.index((mine[0], mine[1])), notes
 

@@ -27,6 +27,7 @@ variant compiles once (20-50 s each on the H200: budget a lease for it).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -38,10 +39,36 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import jax  # noqa: E402
 
 from jaxcontext.bench import solvers  # noqa: E402
-from jaxcontext.linalg import svds  # noqa: E402
+from jaxcontext.linalg import _svds, svds  # noqa: E402
 from jaxcontext.linalg._stages import format_stages  # noqa: E402
 
 IMPL = {"knn": "jaxcontext", "rbf": "jaxcontext[dense K]"}
+
+
+@contextlib.contextmanager
+def one_bucket(on: bool):
+    """With ``on``: Lanczos configs without size buckets (no ``lax.switch`` in the loop).
+
+    The projections run on the whole padded basis (rows past the filled size masked) and the
+    Rayleigh-Ritz problem at the full basis size. On a CPU the buckets make the cost follow the
+    filled size; on a GPU a full-size product of a few hundred rows costs microseconds, while
+    every conditional may cost a device-to-host sync: this variant measures that trade.
+    """
+    if not on:
+        yield
+        return
+    real = _svds._lanczos_config
+
+    def patched(*args, **kwargs):
+        cfg, sel, notes = real(*args, **kwargs)
+        full = -(-(cfg.K + cfg.b) // cfg.b) * cfg.b
+        return cfg._replace(chunk=full, g=cfg.K), sel, notes
+
+    _svds._lanczos_config = patched
+    try:
+        yield
+    finally:
+        _svds._lanczos_config = real
 
 
 def main(argv=None):
@@ -51,6 +78,10 @@ def main(argv=None):
     p.add_argument("--rbf-blocks", default=None, help="widths for the RBF case (default --blocks)")
     p.add_argument("--cases", default="knn,rbf")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument(
+        "--one-bucket", action="store_true",
+        help="also run auto with bucket-free Lanczos configs (see one_bucket)",
+    )
     args = p.parse_args(argv)
     widths = {
         "knn": [int(b) for b in args.blocks.split(",") if b],
@@ -80,14 +111,17 @@ def main(argv=None):
                 err = np.linalg.norm(np.asarray(got, np.float64) - want) / np.linalg.norm(want)
                 print(f"{case.name} product {name}: rel. error {err:.2e} (float64)", flush=True)
         variants = [("auto", {})] + [(f"lanczos b={b}", {"block_size": b}) for b in widths[kind]]
+        if args.one_bucket:
+            variants.append(("auto one-bucket", {}))
         for label, kw in variants:
-            method = "auto" if label == "auto" else "lanczos"
+            method = "auto" if label.startswith("auto") else "lanczos"
 
-            def solve(op=op, d=d, herm=herm, kw=kw, method=method, **extra):
-                out = svds(
-                    op, d, key=0, method=method, tol=solvers.TOL, hermitian=herm,
-                    on_fail="ignore", **kw, **extra,
-                )
+            def solve(op=op, d=d, herm=herm, kw=kw, method=method, label=label, **extra):
+                with one_bucket(label.endswith("one-bucket")):
+                    out = svds(
+                        op, d, key=0, method=method, tol=solvers.TOL, hermitian=herm,
+                        on_fail="ignore", **kw, **extra,
+                    )
                 return jax.block_until_ready(out)
 
             t0 = time.perf_counter()

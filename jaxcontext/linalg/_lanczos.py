@@ -184,7 +184,11 @@ def _small_solve(H: jax.Array, c: jax.Array, s: int, K: int, hermitian: bool, ho
         Hs = jnp.triu(Hs) + jnp.triu(Hs, 1).T
     active = jnp.arange(s) < c
     Hz = jnp.where(active[:, None] & active[None, :], Hs, 0.0)
-    mu = 3.0 * jnp.sqrt(jnp.sum(Hz * Hz)) + 1.0
+    # mu scales with H (an absolute floor such as "+ 1" spoilt the small SVD of operators of
+    # norm ~1e-4: Golub-Kahan then missed tol); any positive value does when H is zero
+    big = jnp.max(jnp.abs(Hz))
+    scale = jnp.where(big > 0, big, 1.0)
+    mu = 3.0 * scale * jnp.sqrt(jnp.sum((Hz / scale) ** 2)) + jnp.where(big > 0, 0.0, 1.0)
     Hs = Hz + jnp.diag(jnp.where(active, 0.0, mu))
     if hermitian:
         theta, Y = jnp.linalg.eigh(Hs)

@@ -471,6 +471,13 @@ def svds(
     with x64 on). float16, bfloat16, complex and other dtypes are refused with a TypeError before
     anything is traced.
 
+    Scale: results do not depend on the operator's scale over the usual range (same steps and
+    values for ``A``, ``1e-4 A`` and ``1e4 A``, every method). At the edge of float32 they do:
+    with singular values near ``1e-12``, the non-symmetric Chebyshev path (which filters
+    ``A^T A``, values near ``1e-24``) reports no convergence and ``krylov``'s approximate values
+    drift, because their Cholesky QR counts columns of norm under ``~1e-16`` as zero (their Gram
+    would underflow). Rescale ``A`` (by a power of two, exactly) or use float64 there.
+
     Args:
         A: anything :func:`jaxcontext.operators.as_operator` accepts, shape ``(m, n)``.
         d: number of triplets, ``1 <= d <= min(m, n)``.

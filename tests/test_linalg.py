@@ -1100,13 +1100,10 @@ def test_small_svds_give_accurate_triplets(precision, shape):
     """
     from jaxcontext.linalg._common import _svd_lapack, _svd_qr, svd_gram
 
-    rng = np.random.default_rng(3)
     m, n = shape
     k = min(m, n)
     s = np.geomspace(1.0, 0.02, k)
-    P = np.linalg.qr(rng.standard_normal((m, k)))[0]
-    Q = np.linalg.qr(rng.standard_normal((n, k)))[0]
-    M = (P * s) @ Q.T
+    M = with_spectrum(np.random.default_rng(3), m, n, s)
     eps = float(np.finfo(precision).eps)
     routes = [_svd_lapack, _svd_qr] + ([svd_gram] if m >= n else [])
     for fn in routes:
@@ -1184,12 +1181,9 @@ def test_gram_route_keeps_left_vectors_orthonormal_on_a_decaying_spectrum(monkey
     from jaxcontext.linalg import _lanczos
 
     monkeypatch.setattr(_lanczos, "SMALL_SVD", "gram")
-    rng = np.random.default_rng(2)
     n, d = 400, 16
     s = np.concatenate([np.geomspace(1.0, 1e-4, 24), 1e-4 * np.geomspace(0.7, 0.01, n - 24)])
-    P = np.linalg.qr(rng.standard_normal((n, n)))[0]
-    Q = np.linalg.qr(rng.standard_normal((n, n)))[0]
-    M = ((P * s) @ Q.T).astype(np.float32)
+    M = with_spectrum(np.random.default_rng(2), n, n, s).astype(np.float32)
     sp = svds(ops.dense(M), d, method="lanczos", hermitian=False, tol=1e-5)
     assert sp.info.converged.all()
     np.testing.assert_allclose(np.asarray(sp.s, np.float64), s[:d], rtol=1e-4)

@@ -30,7 +30,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._common import _svd_qr, gaussian, ix, mm, sort_desc, svd_gram
+from ._common import _svd_lapack, _svd_qr, gaussian, ix, mm, sort_desc, svd_gram
 from ._orth import _Basis, _orthonormalize, default_rank_tol, orthonormalize
 
 # The residual estimates are converged to TOL_MARGIN * tol (see lanczos_core).
@@ -133,16 +133,22 @@ def _general_small(Hs: jax.Array, Hz: jax.Array, active: jax.Array, mu: jax.Arra
     an H200 (kNN 50k, d = 64): 132 ms, 64 of 64 certified, against 305 ms and 49 of 64 with the
     default SVD (which also had to solve again).
     """
+    return _by_route(how, lambda Hs, Hz, how: _fixed_small(Hs, Hz, active, mu, how), Hs, Hz)
+
+
+def _by_route(how: str, fn, *args):
+    """``fn(*args, how=...)`` with the small-SVD route ``how`` resolved.
+
+    ``"auto"`` is ``"default"`` (LAPACK) on CPU and ``"gram"`` elsewhere, per platform
+    (``jax.lax.platform_dependent``); any other value is passed as given.
+    """
     if how != "auto":  # a fixed algorithm (scripts/gpu_small_svd.py compares them)
-        return _fixed_small(Hs, Hz, active, mu, how)
-
-    def lapack(Hs, Hz):
-        return _fixed_small(Hs, Hz, active, mu, "default")
-
-    def gram(Hs, Hz):
-        return _fixed_small(Hs, Hz, active, mu, "gram")
-
-    return jax.lax.platform_dependent(Hs, Hz, cpu=lapack, default=gram)
+        return fn(*args, how=how)
+    return jax.lax.platform_dependent(
+        *args,
+        cpu=lambda *a: fn(*a, how="default"),
+        default=lambda *a: fn(*a, how="gram"),
+    )
 
 
 def _fixed_small(Hs, Hz, active, mu, how: str):
@@ -160,8 +166,8 @@ def _fixed_small(Hs, Hz, active, mu, how: str):
         lam, W = jnp.linalg.eigh(jnp.block([[Z, Hs], [Hs.T, Z]]))
         top = W[:, s:][:, ::-1] * jnp.sqrt(2.0).astype(Hs.dtype)
         return lam[s:][::-1], top[s:], top[:s]
-    X, theta, Yt = jnp.linalg.svd(Hs, full_matrices=False)
-    return theta, Yt.T, X
+    X, theta, Y = _svd_lapack(Hs)
+    return theta, Y, X
 
 
 # The Golub-Kahan small SVD of the configs svds builds (LanczosConfig.small_svd, so part of the
@@ -359,16 +365,14 @@ def _orthonormal_left(X: jax.Array, how: str) -> jax.Array:
     columns supported on the leading rows).
     """
 
-    def polish(X):
+    def polish(X, how):
+        if how != "gram":  # an SVD route: X is orthonormal to rounding
+            return X
         Q, R = jnp.linalg.qr(X)
         sign = jnp.where(jnp.diagonal(R) < 0, -1.0, 1.0).astype(X.dtype)
         return Q * sign[None, :]
 
-    if how == "gram":
-        return polish(X)
-    if how != "auto":  # an SVD route: X is orthonormal to rounding
-        return X
-    return jax.lax.platform_dependent(X, cpu=lambda X: X, default=polish)
+    return _by_route(how, polish, X)
 
 
 def _rotate(K: int, k: int, V, U, Y, X, *, b: int, hermitian: bool, how: str = "auto"):

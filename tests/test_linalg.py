@@ -812,7 +812,8 @@ def test_profile_general_lanczos_counts_both_products():
 
 @pytest.mark.parametrize("precision", ["float32", "float64"], indirect=True)
 def test_lanczos_local_pass_matches_full_projection(precision):
-    """The local two-block pass (cheap products) gives the same Ritz values as without it."""
+    """The local two-block pass (cheap products) and the selective update of the full projection
+    after it (CPU) give the same Ritz values, orthonormality and steps as the full projection."""
     from _svds_problems import reference_sparse, sbm_bulk_matrix
 
     from jaxcontext.linalg._svds import _lanczos_config
@@ -826,11 +827,12 @@ def test_lanczos_local_pass_matches_full_projection(precision):
         n, n, d, precision, hermitian=True, block_size=None, basis_size=None, maxiter=None,
         max_basis_bytes=2**30, cheap=True,
     )
-    assert cfg.local and cfg.reorth is not None  # auto's setting for cheap products
+    # auto's setting for cheap products
+    assert cfg.local and cfg.reorth is not None and cfg.select is not None
     tol = 1e-4 if precision == np.float32 else 1e-10
     outs = {}
-    for local in (True, False):
-        c = cfg._replace(local=local)
+    for local, select in ((True, cfg.select), (True, None), (False, None)):
+        c = cfg._replace(local=local, select=select)
         s, U, V, sign, est, steps, restarts = lanczos_core(
             op, jax.random.key(0), tol, d, sel, cfg=c, hermitian=True
         )
@@ -838,9 +840,79 @@ def test_lanczos_local_pass_matches_full_projection(precision):
         np.testing.assert_allclose(s, ref, rtol=3 * tol)
         Vn = np.asarray(V, np.float64)[:, :d]
         assert np.max(np.abs(Vn.T @ Vn - np.eye(d))) < 100 * np.finfo(precision).eps * np.sqrt(d)
-        outs[local] = int(steps)
-    # the local pass does not change the Krylov space: same number of steps (within a check)
-    assert abs(outs[True] - outs[False]) <= 2, outs
+        outs[local, select] = int(steps)
+    # neither changes the Krylov space: the same number of steps (within a check)
+    assert max(outs.values()) - min(outs.values()) <= 2, outs
+
+
+def _orthonormal_rows(rng, p, n, precision, junk_from):
+    """``(p, n)`` rows, the first ``junk_from`` orthonormal and the rest arbitrary (never read
+    as basis rows: past ``ncols``)."""
+    Bt = np.linalg.qr(rng.standard_normal((n, p)))[0].T
+    Bt[junk_from:] = rng.standard_normal((p - junk_from, n))
+    return Bt.astype(precision)
+
+
+@pytest.mark.parametrize("precision", ["float32", "float64"], indirect=True)
+def test_project_against_leading_rows_matches_numpy(precision, rng):
+    """_project with ``ncols``: every static view (leading slice or the whole basis) gives
+    ``x - B C`` and ``C = B^T x`` over the first ``ncols`` rows only, ``C`` zero past them."""
+    from jaxcontext.linalg._orth import _Basis, _project, _row_views
+
+    p, n, k = 256, 3000, 8
+    assert _row_views(p, 64) == (64, 128, 256)  # two slices, then the whole basis
+    x = rng.standard_normal((n, k)).astype(precision)
+    for ncols in (8, 64, 100, 130, 200, 256):
+        Bt = _orthonormal_rows(rng, p, n, precision, ncols)
+        y, c = jax.jit(lambda x, B, nc: _project(x, _Basis(B, nc, 64)))(
+            jnp.asarray(x), jnp.asarray(Bt), ncols
+        )
+        B64 = Bt[:ncols].astype(np.float64)
+        c_ref = B64 @ x
+        atol = 50 * np.finfo(precision).eps * np.sqrt(n)
+        np.testing.assert_allclose(np.asarray(c)[:ncols], c_ref, atol=atol)
+        assert np.all(np.asarray(c)[ncols:] == 0)
+        np.testing.assert_allclose(np.asarray(y), x - B64.T @ c_ref, atol=atol)
+
+
+@pytest.mark.parametrize("precision", ["float32", "float64"], indirect=True)
+def test_selective_projection_subtracts_only_what_matters(precision, rng):
+    """_project_selective: rows up to the last coefficient above ``select |x|`` (rounded up to a
+    view) are subtracted, the rest left in ``x`` and out of ``C``; nothing is touched when every
+    coefficient is below ``select``; ``x = B C + y`` holds as computed."""
+    from jaxcontext.linalg._orth import _Basis, _project, _project_selective
+
+    p, n, k, ncols = 256, 3000, 4, 240
+    eps = float(np.finfo(precision).eps)
+    select = 8 * eps
+    Bt = _orthonormal_rows(rng, p, n, precision, ncols)
+    B64 = Bt[:ncols].astype(np.float64)
+    r = rng.standard_normal((n, k))
+    r -= B64.T @ (B64 @ r)  # orthogonal to the basis
+    r /= np.linalg.norm(r, axis=0)
+    tiny = 0.01 * select * rng.standard_normal((ncols, k))  # below the threshold everywhere
+    proj = jax.jit(lambda x: _project_selective(x, _Basis(jnp.asarray(Bt), ncols, 64, select)))
+    for big_rows, view in (((), 0), ((5, 70), 128), ((3, 200), 256)):
+        a = tiny.copy()
+        for i in big_rows:
+            a[i] = 0.3
+        x = (r + B64.T @ a).astype(precision)
+        y, c = (np.asarray(v, np.float64) for v in proj(jnp.asarray(x)))
+        if view == 0:
+            np.testing.assert_array_equal(y, x)
+            assert np.all(c == 0)
+            continue
+        assert np.all(c[view:] == 0) and np.all(c[big_rows, :] != 0)
+        # subtracted rows: y is orthogonal to them; the rest keep their (tiny) components
+        atol = 100 * eps * np.sqrt(k)
+        assert np.abs(B64[:view] @ y).max() < atol
+        assert np.abs(B64 @ y).max() <= select * np.linalg.norm(x, axis=0).max() + atol
+        np.testing.assert_allclose(y + B64.T @ c[:ncols], x, atol=atol)
+    # on the CPU, _project routes a basis with ``select`` here
+    x = (r + B64.T @ tiny).astype(precision)
+    y, c = jax.jit(lambda x: _project(x, _Basis(jnp.asarray(Bt), ncols, 64, select)))(x)
+    np.testing.assert_array_equal(np.asarray(y), x)
+    assert np.all(np.asarray(c) == 0)
 
 
 @pytest.mark.parametrize("precision", ["float32", "float64"], indirect=True)

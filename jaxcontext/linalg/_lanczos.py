@@ -59,6 +59,7 @@ class LanczosConfig(NamedTuple):
     shapes: tuple[tuple[int, int], ...] = ()  # (basis size, kept at a restart), multiples of b
     local: bool = False  # project out the last two blocks before the basis (see _orth_into)
     small_svd: str = "auto"  # the Golub-Kahan small SVD (see SMALL_SVD)
+    select: float | None = None  # with local: selective update, in units of eps (_orth_into)
 
 
 class _Sizes(NamedTuple):
@@ -260,7 +261,12 @@ def _padded(cols: int, cfg: LanczosConfig) -> int:
 
 
 def _fill(G: jax.Array, steps: jax.Array) -> jax.Array:  # G: (rows, b)
-    """A fresh-looking Gaussian block for replacing dependent columns: ``G`` with rows rolled."""
+    """A fresh-looking Gaussian block for replacing dependent columns: ``G`` with rows rolled.
+
+    The steps pass it as a function (``lambda: _fill(...)``), which :func:`._orth._orthonormalize`
+    traces inside its replacement loop: the roll (a copy of the block) runs only when a column
+    is deficient, not on every step.
+    """
     return jnp.roll(G, 7919 * (steps + 1), axis=0)
 
 
@@ -283,7 +289,7 @@ def _orth_into(W, basis, ncols, fill, cfg: LanczosConfig):
         W = W - mm(Cl.T, L).T
     o = _orthonormalize(
         W,
-        _Basis(basis, ncols, cfg.chunk),
+        _Basis(basis, ncols, cfg.chunk, _select(cfg, W.dtype)),
         fill=fill,
         reorth=cfg.reorth,
         rank_tol=default_rank_tol(W.dtype, cfg.b),
@@ -292,6 +298,13 @@ def _orth_into(W, basis, ncols, fill, cfg: LanczosConfig):
     if Cl is not None:
         C = C + jax.lax.dynamic_update_slice(jnp.zeros_like(C), Cl, ix(start, 0))
     return o.Q, o.R, C
+
+
+def _select(cfg: LanczosConfig, dtype) -> float | None:
+    """The selective-update threshold of the full projection (relative), or ``None``."""
+    if cfg.select is None or not cfg.local:
+        return None
+    return float(cfg.select) * float(jnp.finfo(dtype).eps)
 
 
 def _product(A, st: _State, cfg: LanczosConfig) -> jax.Array:
@@ -308,7 +321,7 @@ def _absorb(st: _State, W, G, cfg: LanczosConfig) -> _State:
     n = st.V.shape[1]
     rows = st.H.shape[0]
     locked = jnp.pad(st.locked, (0, rows - K))[:, None]
-    Q, R, C = _orth_into(W, st.V, c + b, _fill(G, st.steps)[:n], cfg)
+    Q, R, C = _orth_into(W, st.V, c + b, lambda: _fill(G, st.steps)[:n], cfg)
     C = jnp.where(locked, 0.0, C[:rows])  # locked vectors: coupling dropped
     col = jax.lax.dynamic_update_slice(C, R, ix(c + b, 0))
     H = jax.lax.dynamic_update_slice(st.H, col, ix(0, c))
@@ -323,7 +336,7 @@ def _absorb_left(st: _State, W, G, cfg: LanczosConfig) -> tuple[_State, jax.Arra
     m = st.U.shape[1]
     rows = st.H.shape[0]
     locked = jnp.pad(st.locked, (0, rows - K))[:, None]
-    Qu, R, C = _orth_into(W, st.U, c, _fill(G, st.steps)[:m], cfg)
+    Qu, R, C = _orth_into(W, st.U, c, lambda: _fill(G, st.steps)[:m], cfg)
     C = jnp.pad(C, ((0, max(0, rows - C.shape[0])), (0, 0)))[:rows]
     C = jnp.where(locked, 0.0, C)
     col = jax.lax.dynamic_update_slice(C, R, ix(c, 0))
@@ -337,7 +350,7 @@ def _absorb_right(st: _State, Z, G, cfg: LanczosConfig) -> _State:
     b = cfg.b
     c = st.c
     n = st.V.shape[1]
-    Qv, S, _ = _orth_into(Z, st.V, c + b, _fill(G, st.steps + 1)[:n], cfg)
+    Qv, S, _ = _orth_into(Z, st.V, c + b, lambda: _fill(G, st.steps + 1)[:n], cfg)
     H = jax.lax.dynamic_update_slice(st.H, S.T, ix(c, c + b))
     V = jax.lax.dynamic_update_slice(st.V, Qv.T, ix(c + b, 0))
     return st._replace(V=V, H=H, c=c + b, steps=st.steps + 1)

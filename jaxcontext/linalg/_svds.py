@@ -127,6 +127,10 @@ RETRY_MIN_FACTOR = 0.1
 # block models filter A itself (100k nodes: estimate 34 per triplet, Chebyshev 2.3x faster than
 # Lanczos) and keep Chebyshev unless d cuts a gapless stretch (``Plan.gapless``).
 GRAM_COLUMNS_PER_D = 60
+# lanczos with the local projection (cheap operators): the full projection's update sweep covers
+# only the leading basis rows whose coefficients exceed SELECT_EPS * eps relative to the column
+# (_orth._project_selective); None restores the full update.
+SELECT_EPS = 8.0
 BASIS_PER_D = 10
 BASIS_PER_D_CHEAP = 3
 # auto's Lanczos where d cuts a stretch with no gap (``Plan.gapless``): convergence there takes
@@ -314,6 +318,7 @@ def _lanczos_config(
         reorth=REORTH_CHEAP if cheap else None,
         shapes=shapes,
         local=cheap,
+        select=SELECT_EPS if cheap else None,
         small_svd=_lanczos.SMALL_SVD,
     )
     return cfg, shapes.index((mine[0], mine[1])), notes

@@ -69,9 +69,11 @@ class _Basis(NamedTuple):
     ``ncols`` given, only the first ``ncols`` rows are used: the products take the leading rows up
     to the next of at most four static row counts (multiples of ``chunk``, picked by
     ``lax.switch``), so their cost follows the used size without recompiling for each size (rows
-    past ``ncols`` are masked). Static leading slices feed the products directly; the earlier loop
-    over ``dynamic_slice`` chunks copied every chunk first and ran 2-3x slower on a 100k-row
-    basis (measured, 2-core CPU: 8 columns against 144 of 256 rows, 60 ms against 21 ms).
+    past ``ncols`` are masked). Up to half the rows a static leading slice is used; XLA:CPU
+    copies it before the product, so larger counts read the whole (zero-padded) basis instead
+    (``SLICE_FRACTION``). A loop over ``dynamic_slice`` chunks copied every chunk too and ran 2-3x
+    slower on a 100k-row basis (measured, 2-core CPU: 8 columns against 144 of 256 rows, 60 ms
+    against 21 ms).
     """
 
     Bt: jax.Array
@@ -172,8 +174,10 @@ SLICE_FRACTION = 0.5
 
 
 def _row_views(p: int, chunk: int) -> tuple[int, ...]:
-    """Static row counts the products use: :func:`_row_sizes` up to ``SLICE_FRACTION p``, then
-    ``p`` (the whole basis, no slice)."""
+    """Static row counts the products use.
+
+    :func:`_row_sizes` up to ``SLICE_FRACTION p``, then ``p`` (the whole basis, no slice).
+    """
     return tuple(sorted({s if s <= SLICE_FRACTION * p else p for s in _row_sizes(p, chunk)}))
 
 

@@ -11,9 +11,12 @@ so wider blocks (fewer sequential steps) should pay there; this script measures 
 * ``auto`` and ``method="lanczos"`` with each ``--blocks`` width: first call (compile included),
   the median of ``--repeats`` warm calls, iterations, product columns, certificate, and the
   largest error against the suite's cached float64 values;
-* one profiled solve of ``auto`` (``svds(..., profile=True)``): the time per stage and outside.
+* one profiled solve of ``auto`` (``svds(..., profile=True)``): the time per stage and outside;
+* with ``--growth 0.25,0.5``: ``auto`` with its convergence checks spaced wider (``check_growth``);
+* with ``--one-bucket``: ``auto`` without the Lanczos size buckets (``one_bucket``).
 
     python scripts/gpu_lanczos_sweep.py [--size full|quick] [--blocks 8,16,32] [--cases knn,rbf]
+        [--growth 0.25,0.5] [--one-bucket]
 
 For the sparse (kNN) case it also checks the device's products against float64 host products
 and recomputes each result's residuals with float64 host products (``res64``: equal to the
@@ -71,6 +74,32 @@ def one_bucket(on: bool):
         _svds._lanczos_config = real
 
 
+@contextlib.contextmanager
+def check_growth(growth: float | None):
+    """With ``growth``: Lanczos configs whose convergence checks are spaced by that fraction.
+
+    The check (a Rayleigh-Ritz step on the small projected matrix) runs when the basis has grown
+    by ``growth`` times its size since the last one (default 0.1: about every other step past
+    half the basis). On the CPU a check costs a fraction of a step; on a GPU, where a step of 8
+    columns takes about a millisecond, the small eigensolver may cost more than the steps a
+    sparser schedule overshoots by. This variant measures that trade.
+    """
+    if growth is None:
+        yield
+        return
+    real = _svds._lanczos_config
+
+    def patched(*args, **kwargs):
+        cfg, sel, notes = real(*args, **kwargs)
+        return cfg._replace(growth=growth), sel, notes
+
+    _svds._lanczos_config = patched
+    try:
+        yield
+    finally:
+        _svds._lanczos_config = real
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--size", default="full", choices=("full", "quick", "tiny"))
@@ -81,6 +110,10 @@ def main(argv=None):
     p.add_argument(
         "--one-bucket", action="store_true",
         help="also run auto with bucket-free Lanczos configs (see one_bucket)",
+    )
+    p.add_argument(
+        "--growth", default="",
+        help="comma list of check growths: also run auto with each (see check_growth)",
     )
     args = p.parse_args(argv)
     widths = {
@@ -113,11 +146,13 @@ def main(argv=None):
         variants = [("auto", {})] + [(f"lanczos b={b}", {"block_size": b}) for b in widths[kind]]
         if args.one_bucket:
             variants.append(("auto one-bucket", {}))
+        variants += [(f"auto growth={g}", {}) for g in args.growth.split(",") if g]
         for label, kw in variants:
             method = "auto" if label.startswith("auto") else "lanczos"
 
             def solve(op=op, d=d, herm=herm, kw=kw, method=method, label=label, **extra):
-                with one_bucket(label.endswith("one-bucket")):
+                growth = float(label.split("=")[1]) if "growth=" in label else None
+                with one_bucket(label.endswith("one-bucket")), check_growth(growth):
                     out = svds(
                         op, d, key=0, method=method, tol=solvers.TOL, hermitian=herm,
                         on_fail="ignore", **kw, **extra,

@@ -425,9 +425,12 @@ def svds(
         * ``"krylov"``: randomized block Krylov of fixed depth ``maxiter`` (default 6) with block
           ``d + oversampling``, Rayleigh-Ritz on the whole Krylov space. One shot.
         * ``"lanczos"``: block Lanczos (symmetric path) or block Golub-Kahan bidiagonalisation
-          with full re-orthogonalisation, residual estimates from the Lanczos relation, thick
-          restarts and locking; iterates until every triplet meets ``tol`` or ``maxiter`` restarts
-          (default 50). For tight tolerances, slowly decaying and clustered spectra, and cuts
+          with full re-orthogonalisation (for cheap operators on CPU, each new block stays
+          orthogonal to the basis within ``8 eps``: coefficients below that are measured but
+          not subtracted, which skips most of the second sweep of the basis), residual
+          estimates from the Lanczos relation, thick restarts and locking; iterates until every
+          triplet meets ``tol`` or ``maxiter`` restarts (default 50). For tight tolerances,
+          slowly decaying and clustered spectra, and cuts
           with no gap. One compiled solver serves a bucket of ``d`` (``(8, 64]``, then
           ``(2^j, 2^(j+1)]``): a sweep over ``d`` compiles once per bucket. On CPU a sparse
           operator (or sparse part of a composite one) with at least a million entries and the

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from ._common import _svd_lapack, _svd_qr, gaussian, ix, mm, sort_desc, svd_gram
-from ._orth import _Basis, _orthonormalize, default_rank_tol, orthonormalize
+from ._orth import _orthonormalize_local, default_rank_tol, orthonormalize
 
 # The residual estimates are converged to TOL_MARGIN * tol (see lanczos_core).
 TOL_MARGIN = 0.8
@@ -274,30 +274,16 @@ def _orth_into(W, basis, ncols, fill, cfg: LanczosConfig):
     """Orthonormalise ``W`` against the first ``ncols`` columns of ``basis`` (chunked products).
 
     With ``cfg.local`` (used with ``cfg.reorth``), the last ``2 b`` filled rows of the basis (the
-    blocks the three-term recurrence couples ``W`` to) are projected out first, a cheap product
-    with ``2 b`` rows. What is left has only rounding-level components along the rest of the
-    basis, so the full projection that follows rarely loses more than ``1 - reorth`` of a
-    column's norm and its second pass (a second sweep over the whole basis) is skipped; without
-    the local pass the three-term couplings themselves trip that test on most steps.
+    blocks the three-term recurrence couples ``W`` to) are projected out first, and with
+    ``cfg.select`` the full projection's update covers only the rows that need it
+    (:func:`~._orth._orthonormalize_local`); without the local pass the three-term couplings
+    themselves trip the second-pass test on most steps.
     """
-    Cl = None
-    if cfg.local:
-        n = W.shape[0]
-        start = jnp.maximum(jnp.asarray(ncols, jnp.int32) - 2 * cfg.b, 0)
-        L = jax.lax.dynamic_slice(basis, ix(start, 0), (2 * cfg.b, n))  # rows past ncols are 0
-        Cl = mm(L, W)
-        W = W - mm(Cl.T, L).T
-    o = _orthonormalize(
-        W,
-        _Basis(basis, ncols, cfg.chunk, _select(cfg, W.dtype)),
-        fill=fill,
-        reorth=cfg.reorth,
+    return _orthonormalize_local(
+        W, basis, ncols, local=2 * cfg.b if cfg.local else 0, chunk=cfg.chunk,
+        select=_select(cfg, W.dtype), fill=fill, reorth=cfg.reorth,
         rank_tol=default_rank_tol(W.dtype, cfg.b),
     )
-    C = o.C
-    if Cl is not None:
-        C = C + jax.lax.dynamic_update_slice(jnp.zeros_like(C), Cl, ix(start, 0))
-    return o.Q, o.R, C
 
 
 def _select(cfg: LanczosConfig, dtype) -> float | None:

@@ -365,6 +365,46 @@ def _orthonormalize(
     return Orthonormalized(q, r, c, deficient)
 
 
+def _orthonormalize_local(
+    W: jax.Array,
+    Bt: jax.Array,
+    ncols: Any,
+    *,
+    local: int,
+    chunk: int,
+    select: float | None,
+    fill: Any,
+    reorth: float | None,
+    rank_tol: float,
+):
+    """Block Lanczos orthonormalisation: the last ``local`` basis rows first, then the basis.
+
+    ``Bt`` is the transposed basis (``(p, n)``, rows past ``ncols`` zero). The ``local`` rows
+    before ``ncols`` (the blocks a three-term recurrence couples ``W`` to; ``0`` for none) are
+    projected out first, a product with ``local`` rows. What is left has only rounding-level
+    components along the rest of the basis, so the full projection that follows rarely loses
+    more than ``1 - reorth`` of a column's norm (its second pass, a second sweep of the basis,
+    is skipped), and with ``select`` (a relative threshold, see :func:`_project_selective`)
+    most steps skip its update sweep too. Returns ``(Q, R, C)`` with ``W = B C + Q R``.
+    """
+    Cl = start = None
+    if local:
+        n = W.shape[0]
+        start = jnp.maximum(jnp.asarray(ncols, jnp.int32) - local, 0)
+        L = jax.lax.dynamic_slice(Bt, (start, jnp.zeros((), start.dtype)), (local, n))
+        Cl = _mm(L, W)
+        W = W - _mm(Cl.T, L).T
+    o = _orthonormalize(
+        W, _Basis(Bt, ncols, chunk, select), fill=fill, reorth=reorth, rank_tol=rank_tol
+    )
+    C = o.C
+    if Cl is not None:
+        C = C + jax.lax.dynamic_update_slice(
+            jnp.zeros_like(C), Cl, (start, jnp.zeros((), start.dtype))
+        )
+    return o.Q, o.R, C
+
+
 def orthonormalize(
     X: Any,
     basis: Any = None,

@@ -80,7 +80,8 @@ class _Basis(NamedTuple):
     ncols: Any = None
     chunk: int = 0
     #: With ``ncols``: subtract only the leading rows up to the last one whose coefficient exceeds
-    #: ``select`` times the column's norm (see :func:`_project`); ``None`` subtracts all.
+    #: ``select`` times the column's norm (see :func:`_project_selective`; CPU only); ``None``
+    #: subtracts all.
     select: float | None = None
 
 

@@ -251,6 +251,49 @@ def test_crashing_implementation_is_an_error_entry():
     assert entries["numpy A @ X"].status == "ok"
 
 
+def test_interleaved_run_times_in_rounds_and_keeps_the_protocol():
+    """``interleave``: every implementation is checked and warmed up first, then timed one call
+    per round (the order alternating); wrong, crashing and skipped entries end as without it."""
+    log: list[str] = []
+
+    def logged(name, fn):
+        def call(*args):
+            log.append(name)
+            return fn(*args)
+
+        return call
+
+    def boom(*args):
+        raise RuntimeError("kaput")
+
+    numpy_impl = H.Impl("a", prepare=lambda x: (x,), fn=logged("a", lambda x: x + x), baseline=True)
+    impls = (
+        numpy_impl,
+        H.Impl("b", prepare=lambda x: (x,), fn=logged("b", lambda x: 2.0 * x)),
+        H.Impl("wrong", prepare=lambda x: (x,), fn=logged("wrong", lambda x: 3.0 * x)),
+        H.Impl("boom", prepare=lambda x: (x,), fn=boom),
+        H.Impl("skipped", prepare=lambda x: (x,), fn=boom, skip="not installed"),
+    )
+    case = H.Case(
+        suite="demo", name="double", params={}, build=lambda: np.arange(4.0),
+        reference=lambda x: 2.0 * x, impls=impls, tol=1e-6,
+    )
+    entries = {e.impl: e for e in H.run_case(case, repeats=4, interleave=True)}
+    assert entries["a"].status == entries["b"].status == "ok"
+    assert entries["a"].repeats == entries["b"].repeats == 4
+    assert len(entries["a"].times_s) == len(entries["b"].times_s) == 4
+    assert entries["b"].speedup is not None and math.isfinite(entries["b"].speedup)
+    assert entries["wrong"].status == "wrong" and entries["wrong"].times_s == ()
+    assert entries["boom"].status == "error" and "kaput" in entries["boom"].message
+    assert entries["skipped"].status == "skipped"
+    # checked call and warm-up of each first (a, a, b, b, wrong), then rounds a b | b a | a b | b a
+    assert log == ["a", "a", "b", "b", "wrong", "a", "b", "b", "a", "a", "b", "b", "a"], log
+    # without interleave: each implementation's calls together
+    log.clear()
+    H.run_case(case, repeats=4)
+    assert log[:12] == ["a"] * 6 + ["b"] * 6, log
+
+
 def test_wrong_shape_is_caught():
     with pytest.raises(H.CorrectnessError, match="shape"):
         H.rel_error(np.zeros((3, 2)), np.zeros((2, 3)))

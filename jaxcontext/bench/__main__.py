@@ -159,6 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
         "set before JAX starts): the training suite then also runs data-parallel over N devices. "
         "Exercises the sharded path; N devices share the same cores, so it is not a speed-up",
     )
+    p.add_argument(
+        "--interleave",
+        action="store_true",
+        help="check and warm up every implementation of a case first, then time them in rounds "
+        "of one call each (order alternating): a load change on a shared host then lands in "
+        "every entry alike, so the run's ratios are paired. Holds all of a case's inputs at once",
+    )
     p.add_argument("--list", action="store_true", help="list the selected cases and exit")
     return p
 
@@ -242,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         "baseline": args.baseline,
         "memory": not args.no_memory,
         "cpu_devices": args.cpu_devices,
+        "interleave": args.interleave,
         "command": "python -m jaxcontext.bench "
         + shlex.join(sys.argv[1:] if argv is None else argv),
     }
@@ -253,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         memory=settings["memory"],
         strict=args.strict,
         progress=lambda line: print(line, file=sys.stderr, flush=True),
+        interleave=args.interleave,
     )
     print(_harness.format_table(report))
     if args.json:

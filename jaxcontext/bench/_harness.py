@@ -21,7 +21,8 @@ For every implementation :func:`run_case`
    the median, min and interquartile range; the count shrinks (to at least 3, or the case's
    ``max_repeats`` for calls of ``SLOW_CALL_S`` or more) when calls are slow, judged for a peer
    by its first call and for jaxcontext's own entries, whose first call may be mostly
-   compilation, by the first timed call;
+   compilation, by the first timed call; with ``interleave`` every implementation goes through
+   steps 1-3 first and the timed calls then run in rounds, one call of each per round;
 5. optionally measures peak memory in a fresh subprocess (:func:`memory_probe`).
 
 The ratio ``speedup = t_baseline / t_impl`` compares medians within one case and one run (> 1: the
@@ -42,6 +43,7 @@ Example:
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import gc
 import importlib
 import json
@@ -415,18 +417,32 @@ def _n_repeats(first_s: float, repeats: int, budget_s: float) -> int:
     return int(max(min(repeats, 3), min(repeats, math.floor(budget_s / first_s))))
 
 
-def run_impl(
+class _Timing(NamedTuple):
+    """An implementation checked and warmed up, with its timed calls to come (``times``)."""
+
+    fn: Callable
+    args: tuple
+    times: list
+    n: int
+    base: dict
+    err: float
+    compile_s: float | None
+    first_s: float
+    prepare_s: float
+
+
+def _start_impl(
     case: Case,
     impl: Impl,
     data: Any,
     ref: Any,
     *,
     repeats: int,
-    budget_s: float = 60.0,
-    strict: bool = False,
-    dtype: str | None = None,
-) -> Entry:
-    """Measure one implementation of a case (see the module docstring for the protocol)."""
+    budget_s: float,
+    strict: bool,
+    dtype: str | None,
+) -> Entry | _Timing:
+    """Steps 1-4 of the protocol up to the timed calls: an :class:`Entry` when it ends there."""
     base = dict(
         suite=case.suite,
         case=case.name,
@@ -471,7 +487,7 @@ def run_impl(
             **base,
         )
     del out
-    times = []
+    times: list[float] = []
     if first_s >= 1.0 and not impl.peer:
         # a first call of our own entries can be mostly tracing and compilation (20-50 s of
         # XLA GPU compiles for 40-200 ms solves): the next call is the first timed one, and its
@@ -486,24 +502,54 @@ def run_impl(
         n = _n_repeats(first_s, repeats, budget_s)
     if case.max_repeats is not None and (times[0] if times else first_s) >= SLOW_CALL_S:
         n = max(1, min(n, case.max_repeats))
-    for _ in range(n - len(times)):
-        t0 = time.perf_counter()
-        _block(fn(*args))
-        times.append(time.perf_counter() - t0)
-    med, mn, iqr = summarize(times)
+    return _Timing(fn, args, times, n, base, err, compile_s, first_s, prepare_s)
+
+
+def _timed_call(t: _Timing) -> _Timing:
+    """One more timed (blocked) call of ``t``."""
+    t0 = time.perf_counter()
+    _block(t.fn(*t.args))
+    t.times.append(time.perf_counter() - t0)
+    return t
+
+
+def _finish_impl(t: _Timing) -> Entry:
+    med, mn, iqr = summarize(t.times)
     return Entry(
         status="ok",
-        rel_error=err,
+        rel_error=t.err,
         time_median_s=med,
         time_min_s=mn,
         time_iqr_s=iqr,
-        times_s=tuple(times),
-        repeats=n,
-        compile_s=compile_s,
-        first_call_s=first_s,
-        prepare_s=prepare_s,
-        **base,
+        times_s=tuple(t.times),
+        repeats=t.n,
+        compile_s=t.compile_s,
+        first_call_s=t.first_s,
+        prepare_s=t.prepare_s,
+        **t.base,
     )
+
+
+def run_impl(
+    case: Case,
+    impl: Impl,
+    data: Any,
+    ref: Any,
+    *,
+    repeats: int,
+    budget_s: float = 60.0,
+    strict: bool = False,
+    dtype: str | None = None,
+) -> Entry:
+    """Measure one implementation of a case (see the module docstring for the protocol)."""
+    t = _start_impl(
+        case, impl, data, ref, repeats=repeats, budget_s=budget_s, strict=strict, dtype=dtype
+    )
+    if isinstance(t, Entry):
+        return t
+    while len(t.times) < t.n:
+        _timed_call(t)
+    return _finish_impl(t)
 
 
 #: Entry statuses that make a run fail (exit status 1 of ``python -m jaxcontext.bench``).
@@ -564,6 +610,35 @@ def _entry_line(e: Entry) -> str:
     return ", ".join(parts)
 
 
+def _attempt(case: Case, impl: Impl, step: Callable[[], Any], *, strict: bool, dtype: str):
+    """``step()``, or the entry a documented give-up or a crash of ``impl`` becomes."""
+    try:
+        return step()
+    except CorrectnessError:
+        raise
+    except ImplFailed as exc:  # a documented give-up: recorded, not a broken run
+        print(f"note: {case.suite}/{case.name} [{impl.name}]: {exc}", file=sys.stderr, flush=True)
+        status, tol, msg = "failed", (case.tol if impl.tol is None else impl.tol), str(exc)
+    except Exception as exc:  # a crash is an entry, not the end of the run
+        if strict:
+            raise
+        msg = f"{type(exc).__name__}: {exc}"
+        print(f"ERROR: {case.suite}/{case.name} [{impl.name}]: {msg}", file=sys.stderr, flush=True)
+        status, tol = "error", case.tol
+    return Entry(
+        suite=case.suite,
+        case=case.name,
+        impl=impl.name,
+        params=dict(case.params),
+        baseline=impl.baseline,
+        status=status,
+        tol=tol,
+        dtype=dtype,
+        device=device_label(),
+        message=msg,
+    )
+
+
 def run_case(
     case: Case,
     *,
@@ -575,6 +650,7 @@ def run_case(
     dtype: str = "float32",
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    interleave: bool = False,
 ) -> list[Entry]:
     """Build a case, compute its reference, and measure every implementation.
 
@@ -589,6 +665,10 @@ def run_case(
         dtype: the benchmark dtype name, recorded with each entry.
         seed: the seed the suite built the case with.
         progress: called with one line per step (e.g. ``print`` to stderr).
+        interleave: check and warm up every implementation first, then time them in rounds of
+            one call each (alternating the order from round to round), so that a change of the
+            host's load between entries lands in every entry alike: on a shared host the ratios
+            of one run are then paired. All implementations' inputs are held at once.
 
     Returns:
         One :class:`Entry` per implementation, with speedups against the baseline filled in.
@@ -596,61 +676,44 @@ def run_case(
     say = progress or (lambda s: None)
     data = case.build()
     ref = case.reference(data)
-    entries = []
+    kw = dict(repeats=repeats, budget_s=budget_s, strict=strict, dtype=dtype)
+    slots: list[Any] = []
     for impl in case.impls:
         say(f"{case.suite}/{case.name} [{impl.name}]")
-        try:
-            e = run_impl(
-                case,
-                impl,
-                data,
-                ref,
-                repeats=repeats,
-                budget_s=budget_s,
-                strict=strict,
-                dtype=dtype,
+        if interleave:
+            slot = _attempt(
+                case, impl, functools.partial(_start_impl, case, impl, data, ref, **kw),
+                strict=strict, dtype=dtype,
             )
-        except CorrectnessError:
-            raise
-        except ImplFailed as exc:  # a documented give-up: recorded, not a broken run
-            print(
-                f"note: {case.suite}/{case.name} [{impl.name}]: {exc}", file=sys.stderr, flush=True
+            if isinstance(slot, Entry):
+                say(f"  -> {_entry_line(slot)}")
+        else:
+            slot = _attempt(
+                case, impl, functools.partial(run_impl, case, impl, data, ref, **kw),
+                strict=strict, dtype=dtype,
             )
-            e = Entry(
-                suite=case.suite,
-                case=case.name,
-                impl=impl.name,
-                params=dict(case.params),
-                baseline=impl.baseline,
-                status="failed",
-                tol=case.tol if impl.tol is None else impl.tol,
-                dtype=dtype,
-                device=device_label(),
-                message=str(exc),
-            )
-        except Exception as exc:  # a crash is an entry, not the end of the run
-            if strict:
-                raise
-            msg = f"{type(exc).__name__}: {exc}"
-            print(
-                f"ERROR: {case.suite}/{case.name} [{impl.name}]: {msg}", file=sys.stderr, flush=True
-            )
-            e = Entry(
-                suite=case.suite,
-                case=case.name,
-                impl=impl.name,
-                params=dict(case.params),
-                baseline=impl.baseline,
-                status="error",
-                tol=case.tol,
-                dtype=dtype,
-                device=device_label(),
-                message=msg,
-            )
-        entries.append(e)
-        say(f"  -> {_entry_line(e)}")
+            say(f"  -> {_entry_line(slot)}")
+            gc.collect()
+        slots.append(slot)
+    if interleave:
+        rnd = 0
+        while any(isinstance(t, _Timing) and len(t.times) < t.n for t in slots):
+            order = list(range(len(slots)))
+            for i in order if rnd % 2 == 0 else order[::-1]:
+                t = slots[i]
+                if isinstance(t, _Timing) and len(t.times) < t.n:
+                    slots[i] = _attempt(
+                        case, case.impls[i], functools.partial(_timed_call, t), strict=strict,
+                        dtype=dtype,
+                    )
+            rnd += 1
+        for i, t in enumerate(slots):
+            if isinstance(t, _Timing):
+                slots[i] = _finish_impl(t)
+                say(f"{case.suite}/{case.name} [{case.impls[i].name}] -> {_entry_line(slots[i])}")
         gc.collect()
-    del data, ref
+    entries: list[Entry] = slots
+    del data, ref, slots
     gc.collect()
     if memory and case.memory:
         for i, (impl, e) in enumerate(zip(case.impls, entries, strict=True)):
@@ -762,8 +825,12 @@ def run(
     memory: bool = True,
     strict: bool = False,
     progress: Callable[[str], None] | None = None,
+    interleave: bool = False,
 ) -> Report:
-    """Run ``cases`` one after the other and return the :class:`Report`."""
+    """Run ``cases`` one after the other and return the :class:`Report`.
+
+    ``interleave``: time each case's implementations in interleaved rounds (:func:`run_case`).
+    """
     env = environment(settings.get("dtype", "float32"))
     entries: list[Entry] = []
     t0 = time.perf_counter()
@@ -781,6 +848,7 @@ def run(
                 dtype=settings.get("dtype", "float32"),
                 seed=settings.get("seed", 0),
                 progress=progress,
+                interleave=interleave,
             )
         )
     env["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None

@@ -94,10 +94,10 @@ def main() -> None:
     print(f"first call {first:.2f} s (compiles); the other keys' first calls "
           f"{time.perf_counter() - t0:.2f} s in all; blocks {sorted(blocks)}", flush=True)
     peers = [("arpack", theirs)] + ([("eigsh", theirs_eigsh)] if args.eigsh else [])
-    solvers = [("jaxcontext", ours), *peers]
-    times: dict[str, list[float]] = {name: [] for name, _ in solvers}
+    times: dict[str, list[float]] = {name: [] for name, _ in [("jaxcontext", ours), *peers]}
     for i in range(args.rounds):
-        for name, fn in solvers if i % 2 == 0 else solvers[::-1]:
+        pair = [("jaxcontext", ours), *peers]
+        for name, fn in pair if i % 2 == 0 else pair[::-1]:
             t0 = time.perf_counter()
             fn(i)
             times[name].append(time.perf_counter() - t0)

@@ -19,6 +19,8 @@ from . import objectives as objectives
 from . import operators as operators
 from . import spectrum as spectrum
 from . import training as training
+from ._jit_maps import CompiledProgramsReleasedWarning as CompiledProgramsReleasedWarning
+from ._jit_maps import release_compiled_programs as release_compiled_programs
 from ._sharding import RowShardedOperator as RowShardedOperator
 from ._sharding import row_mesh as row_mesh
 from ._sharding import shard_block as shard_block
@@ -41,6 +43,7 @@ from .training import fit as fit
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "CompiledProgramsReleasedWarning",
     "Context",
     "Contexture",
     "LinearOperator",
@@ -61,6 +64,7 @@ __all__ = [
     "objectives",
     "operators",
     "ratio_trace",
+    "release_compiled_programs",
     "row_mesh",
     "shard_block",
     "shard_rows",

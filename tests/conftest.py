@@ -76,6 +76,22 @@ _RUN_FIRST = (
 )
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item, nextitem):
+    """Clear JAX's in-memory caches when this worker nears its memory-map limit.
+
+    Every compiled XLA:CPU program holds about three mappings per kernel (a Lanczos solver about
+    1,000) for as long as JAX caches it; a worker that compiled a few hundred programs passed
+    ``vm.max_map_count`` (65,530) and died of a segfault in the next compilation (see
+    ``jaxcontext._jit_maps``). Checked after each test (it reads ``/proc/self/maps`` only when
+    something was compiled); a cleared program compiles again, or loads from the persistent
+    cache above, when a later test calls it.
+    """
+    from jaxcontext._jit_maps import BOUNDARY_FRACTION, release_compiled_programs
+
+    release_compiled_programs(BOUNDARY_FRACTION, warn=False)
+
+
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(_RUN_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable sort

@@ -59,6 +59,8 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from .._jit_maps import BOUNDARY_FRACTION, release_compiled_programs
+
 SCHEMA = "jaxcontext.bench/1"
 SIZES = ("tiny", "quick", "full")
 DTYPES = ("float32", "float64")
@@ -837,6 +839,9 @@ def run(
     for i, case in enumerate(cases):
         if progress:
             progress(f"[{i + 1}/{len(cases)}] {case.suite}/{case.name}")
+        # before the case's warm-up, never between its timed calls (see jaxcontext._jit_maps)
+        if release_compiled_programs(BOUNDARY_FRACTION, warn=False) and progress:
+            progress("  released compiled programs (near the process's memory-map limit)")
         entries.extend(
             run_case(
                 case,

@@ -10,6 +10,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from .._jit_maps import SOLVER_FRACTION, release_compiled_programs
 from ..operators import (
     HStackOperator,
     LinearOperator,
@@ -588,6 +589,8 @@ def svds(
         raise ValueError(f"bound: expected a positive finite float, got {bound!r}")
     rkey = as_key(key)
     timer = StageTimer() if profile else None
+    # a solver program holds ~1,000 memory mappings on the CPU: free old ones near the limit
+    release_compiled_programs(SOLVER_FRACTION)
     t0 = time.perf_counter()
     with blas_single_thread():
         declared = hermitian is not None

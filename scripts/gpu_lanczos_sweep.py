@@ -34,6 +34,7 @@ import contextlib
 import os
 import sys
 import time
+from unittest import mock
 
 import numpy as np
 
@@ -48,7 +49,17 @@ from jaxcontext.linalg._stages import format_stages  # noqa: E402
 IMPL = {"knn": "jaxcontext", "rbf": "jaxcontext[dense K]"}
 
 
-@contextlib.contextmanager
+def _lanczos_configs(transform):
+    """Context: every Lanczos config ``svds`` builds passed through ``transform(cfg)``."""
+    real = _svds._lanczos_config
+
+    def patched(*args, **kwargs):
+        cfg, sel, notes = real(*args, **kwargs)
+        return transform(cfg), sel, notes
+
+    return mock.patch.object(_svds, "_lanczos_config", patched)
+
+
 def one_bucket(on: bool):
     """With ``on``: Lanczos configs without size buckets (no ``lax.switch`` in the loop).
 
@@ -58,23 +69,12 @@ def one_bucket(on: bool):
     every conditional may cost a device-to-host sync: this variant measures that trade.
     """
     if not on:
-        yield
-        return
-    real = _svds._lanczos_config
-
-    def patched(*args, **kwargs):
-        cfg, sel, notes = real(*args, **kwargs)
-        full = -(-(cfg.K + cfg.b) // cfg.b) * cfg.b
-        return cfg._replace(chunk=full, g=cfg.K), sel, notes
-
-    _svds._lanczos_config = patched
-    try:
-        yield
-    finally:
-        _svds._lanczos_config = real
+        return contextlib.nullcontext()
+    return _lanczos_configs(
+        lambda cfg: cfg._replace(chunk=-(-(cfg.K + cfg.b) // cfg.b) * cfg.b, g=cfg.K)
+    )
 
 
-@contextlib.contextmanager
 def check_growth(growth: float | None):
     """With ``growth``: Lanczos configs whose convergence checks are spaced by that fraction.
 
@@ -85,19 +85,8 @@ def check_growth(growth: float | None):
     sparser schedule overshoots by. This variant measures that trade.
     """
     if growth is None:
-        yield
-        return
-    real = _svds._lanczos_config
-
-    def patched(*args, **kwargs):
-        cfg, sel, notes = real(*args, **kwargs)
-        return cfg._replace(growth=growth), sel, notes
-
-    _svds._lanczos_config = patched
-    try:
-        yield
-    finally:
-        _svds._lanczos_config = real
+        return contextlib.nullcontext()
+    return _lanczos_configs(lambda cfg: cfg._replace(growth=growth))
 
 
 def main(argv=None):

@@ -94,10 +94,10 @@ def main() -> None:
     print(f"first call {first:.2f} s (compiles); the other keys' first calls "
           f"{time.perf_counter() - t0:.2f} s in all; blocks {sorted(blocks)}", flush=True)
     peers = [("arpack", theirs)] + ([("eigsh", theirs_eigsh)] if args.eigsh else [])
-    times: dict[str, list[float]] = {name: [] for name, _ in [("jaxcontext", ours), *peers]}
+    solvers = [("jaxcontext", ours), *peers]
+    times: dict[str, list[float]] = {name: [] for name, _ in solvers}
     for i in range(args.rounds):
-        pair = [("jaxcontext", ours), *peers]
-        for name, fn in pair if i % 2 == 0 else pair[::-1]:
+        for name, fn in solvers if i % 2 == 0 else solvers[::-1]:
             t0 = time.perf_counter()
             fn(i)
             times[name].append(time.perf_counter() - t0)

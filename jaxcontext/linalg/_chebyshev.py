@@ -124,7 +124,6 @@ def _probe(S, key, *, b: int, steps: int, reorth: float | None = None):
     dt = S.dtype
     K = b * steps
     rank_tol = default_rank_tol(dt, b)
-    select = None if PROBE_SELECT_EPS is None else PROBE_SELECT_EPS * float(jnp.finfo(dt).eps)
 
     def fill(shift=0):
         # replacement directions for deficient columns, generated only when one is (inside the
@@ -143,7 +142,7 @@ def _probe(S, key, *, b: int, steps: int, reorth: float | None = None):
         Qi = jax.lax.dynamic_slice(Vt, ix(i * b, 0), (b, n)).T
         W = S.matmat(Qi)
         Q, _, C = _orthonormalize_local(
-            W, Vt, (i + 1) * b, local=2 * b, chunk=b, select=select,
+            W, Vt, (i + 1) * b, local=2 * b, chunk=b, select_eps=PROBE_SELECT_EPS,
             fill=functools.partial(fill, 7919 * (i + 1)), reorth=reorth, rank_tol=rank_tol,
         )
         H = jax.lax.dynamic_update_slice(H, C[:K], ix(0, i * b))

@@ -281,16 +281,9 @@ def _orth_into(W, basis, ncols, fill, cfg: LanczosConfig):
     """
     return _orthonormalize_local(
         W, basis, ncols, local=2 * cfg.b if cfg.local else 0, chunk=cfg.chunk,
-        select=_select(cfg, W.dtype), fill=fill, reorth=cfg.reorth,
+        select_eps=cfg.select if cfg.local else None, fill=fill, reorth=cfg.reorth,
         rank_tol=default_rank_tol(W.dtype, cfg.b),
     )
-
-
-def _select(cfg: LanczosConfig, dtype) -> float | None:
-    """The selective-update threshold of the full projection (relative), or ``None``."""
-    if cfg.select is None or not cfg.local:
-        return None
-    return float(cfg.select) * float(jnp.finfo(dtype).eps)
 
 
 def _product(A, st: _State, cfg: LanczosConfig) -> jax.Array:

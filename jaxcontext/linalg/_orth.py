@@ -31,6 +31,8 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
 
+from ._common import ix
+
 HIGHEST = jax.lax.Precision.HIGHEST
 #: Without a basis, a block whose scaled Gram is within this of the identity gets one plain
 #: CholeskyQR pass (its orthogonality error is ``O(eps cond^2)``, and ``cond <= 1.7`` here).
@@ -107,10 +109,8 @@ def _project(x: jax.Array, basis: _Basis | None):
 
     def leading(s: int):
         def f(Bt, x, ncols):
-            B = Bt[:s] if s < p else Bt
-            c = jnp.where((jnp.arange(s) < ncols)[:, None], _mm(B, x), 0.0)
-            y = (x.T - _mm(c.T, B)).T
-            return y, jnp.pad(c, ((0, p - s), (0, 0)))
+            c = _dot_rows(s)(Bt, x, ncols)
+            return _subtract_rows(s)(Bt, x, c), c
 
         return f
 
@@ -139,22 +139,11 @@ def _project_selective(x: jax.Array, basis: _Basis):
     rows = jnp.arange(p)
     views = _row_views(p, basis.chunk)
     view_arr = jnp.asarray(views, jnp.int32)
-
-    def dot(s: int):
-        def f(Bt, x, ncols):
-            c = jnp.where((jnp.arange(s) < ncols)[:, None], _mm(Bt[:s] if s < p else Bt, x), 0.0)
-            return jnp.pad(c, ((0, p - s), (0, 0)))
-
-        return f
-
-    def update(s: int):
-        return lambda Bt, x, c: (x.T - _mm(c[:s].T, Bt[:s] if s < p else Bt)).T
-
     if len(views) == 1:
-        c = dot(p)(Bt, x, ncols)
+        c = _dot_rows(p)(Bt, x, ncols)
     else:
         idx = jnp.searchsorted(view_arr, ncols, side="left")
-        c = jax.lax.switch(idx, [dot(s) for s in views], Bt, x, ncols)
+        c = jax.lax.switch(idx, [_dot_rows(s) for s in views], Bt, x, ncols)
     x_norm = jnp.sqrt(jnp.sum(x * x, axis=0))
     big = jnp.any(jnp.abs(c) > basis.select * x_norm[None, :], axis=1)
     last = jnp.max(jnp.where(big, rows + 1, 0))
@@ -162,8 +151,31 @@ def _project_selective(x: jax.Array, basis: _Basis):
     uidx = jnp.where(last > 0, jnp.searchsorted(view_arr, last, side="left") + 1, 0)
     used = jnp.concatenate([jnp.zeros((1,), jnp.int32), view_arr])[uidx]
     c = jnp.where((rows < used)[:, None], c, 0.0)
-    y = jax.lax.switch(uidx, [lambda Bt, x, c: x, *(update(s) for s in views)], Bt, x, c)
+    y = jax.lax.switch(uidx, [lambda Bt, x, c: x, *map(_subtract_rows, views)], Bt, x, c)
     return y, c
+
+
+def _leading_rows(Bt: jax.Array, s: int) -> jax.Array:
+    """``Bt[:s]``, or ``Bt`` itself when ``s`` is all of it (no slice to copy)."""
+    return Bt[:s] if s < Bt.shape[0] else Bt
+
+
+def _dot_rows(s: int):
+    """``(Bt, x, ncols) -> C = Bt[:s] x``, a branch of the projections' ``lax.switch``.
+
+    Rows from ``ncols`` on are zero, and ``C`` is padded to ``Bt``'s rows.
+    """
+
+    def f(Bt, x, ncols):
+        c = jnp.where((jnp.arange(s) < ncols)[:, None], _mm(_leading_rows(Bt, s), x), 0.0)
+        return jnp.pad(c, ((0, Bt.shape[0] - s), (0, 0)))
+
+    return f
+
+
+def _subtract_rows(s: int):
+    """``(Bt, x, C) -> x - Bt[:s]^T C[:s]`` (a branch of the projections' ``lax.switch``)."""
+    return lambda Bt, x, c: (x.T - _mm(c[:s].T, _leading_rows(Bt, s))).T
 
 
 #: A static leading slice ``Bt[:s]`` of a basis is copied before its product (XLA:CPU, jax 0.10:
@@ -373,7 +385,7 @@ def _orthonormalize_local(
     *,
     local: int,
     chunk: int,
-    select: float | None,
+    select_eps: float | None,
     fill: Any,
     reorth: float | None,
     rank_tol: float,
@@ -385,24 +397,24 @@ def _orthonormalize_local(
     projected out first, a product with ``local`` rows. What is left has only rounding-level
     components along the rest of the basis, so the full projection that follows rarely loses
     more than ``1 - reorth`` of a column's norm (its second pass, a second sweep of the basis,
-    is skipped), and with ``select`` (a relative threshold, see :func:`_project_selective`)
-    most steps skip its update sweep too. Returns ``(Q, R, C)`` with ``W = B C + Q R``.
+    is skipped), and with ``select_eps`` (the threshold of :func:`_project_selective` in units
+    of the dtype's eps; ``None``: subtract all) most steps skip its update sweep too. Returns
+    ``(Q, R, C)`` with ``W = B C + Q R``.
     """
     Cl = start = None
     if local:
         n = W.shape[0]
         start = jnp.maximum(jnp.asarray(ncols, jnp.int32) - local, 0)
-        L = jax.lax.dynamic_slice(Bt, (start, jnp.zeros((), start.dtype)), (local, n))
+        L = jax.lax.dynamic_slice(Bt, ix(start, 0), (local, n))
         Cl = _mm(L, W)
         W = W - _mm(Cl.T, L).T
+    select = None if select_eps is None else float(select_eps) * float(jnp.finfo(W.dtype).eps)
     o = _orthonormalize(
         W, _Basis(Bt, ncols, chunk, select), fill=fill, reorth=reorth, rank_tol=rank_tol
     )
     C = o.C
     if Cl is not None:
-        C = C + jax.lax.dynamic_update_slice(
-            jnp.zeros_like(C), Cl, (start, jnp.zeros((), start.dtype))
-        )
+        C = C + jax.lax.dynamic_update_slice(jnp.zeros_like(C), Cl, ix(start, 0))
     return o.Q, o.R, C
 
 

@@ -13,11 +13,11 @@ suite: 64,734 mappings in the core of the crashed worker).
 :func:`release_compiled_programs` clears JAX's in-memory compilation caches once the process
 holds more than a given fraction of its limit, which unmaps every executable nothing else keeps
 alive; later calls compile again (or load from JAX's persistent cache, where one is set).
-``svds`` calls it before each solve with :data:`SOLVER_FRACTION`; the benchmark calls it between
-cases. Where ``/proc`` is absent (not Linux) it does nothing. It reads ``/proc/self/maps`` (about
-0.2 ms at 500 mappings, growing with their number) only when JAX compiled or loaded a program
-since its last look (counted through ``jax.monitoring``), so repeated calls at known shapes cost
-nothing.
+``svds`` and ``fit`` call it before each solve or training run with :data:`SOLVER_FRACTION`
+(a trainer program is a few hundred mappings); the benchmark calls it between cases. Where
+``/proc`` is absent (not Linux) it does nothing. It reads ``/proc/self/maps`` (about 0.2 ms at
+500 mappings, growing with their number) only when JAX compiled or loaded a program since its
+last look (counted through ``jax.monitoring``), so repeated calls at known shapes cost nothing.
 """
 
 from __future__ import annotations
@@ -41,11 +41,11 @@ def _count_compiles(event: str, duration: float, **kwargs) -> None:
 
 jax.monitoring.register_event_duration_secs_listener(_count_compiles)
 
-#: ``svds`` releases compiled programs above this fraction of the mapping limit: one solver
-#: program is about 1.5% of the default limit, so half leaves room for a whole sweep step.
+#: ``svds`` and ``fit`` release compiled programs above this fraction of the mapping limit: one
+#: solver program is about 1.5% of the default limit, so half leaves room for a whole sweep step.
 SOLVER_FRACTION = 0.5
 #: Callers with natural boundaries (between benchmark cases, between tests) release above this
-#: lower fraction, without a warning, so that ``svds`` never has to in the middle of their work
+#: lower fraction, without a warning, so that ``svds`` and ``fit`` never have to in the middle of their work
 #: (a benchmark's timed calls must not recompile).
 BOUNDARY_FRACTION = 0.3
 

@@ -72,6 +72,7 @@ from jax.sharding import PartitionSpec as P
 
 from . import models as M
 from . import objectives as O
+from ._jit_maps import SOLVER_FRACTION, release_compiled_programs
 
 __all__ = [
     "fit",
@@ -1020,6 +1021,9 @@ def fit(
         monitor = _Monitor(trainer, reference, eval_x, context, k)
     elif eval_every is not None or eval_x is not None:
         raise ValueError("eval_every / eval_x: pass the reference to measure alignment against")
+    # a trainer program holds hundreds of memory mappings on the CPU: free old programs near
+    # the process's limit (see jaxcontext._jit_maps)
+    release_compiled_programs(SOLVER_FRACTION)
     ctx = trainer.replicate(context)
     rkey = trainer.replicate(k)
     state = trainer.init(encoder, psi_mod)

@@ -91,3 +91,20 @@ def test_svds_releases_near_the_limit_and_still_solves(monkeypatch):
         sp = svds(ops.dense(A), 3, method="lanczos")
     np.testing.assert_allclose(np.asarray(sp.s), [40.0, 39.0, 38.0], rtol=1e-5)
     assert sp.info.converged.all()
+
+
+@linux_only
+def test_fit_releases_near_the_limit_and_still_trains(monkeypatch):
+    from flax import nnx
+
+    from jaxcontext import datasets, models
+
+    prob = datasets.sbm(200, 4, 0.3, 0.04, key=jax.random.key(5))  # test_training's _blocks
+    _program(50)(jnp.ones((8, 2)), jnp.ones((8, 2))).block_until_ready()  # something new
+    monkeypatch.setattr(_jit_maps, "map_limit", lambda: 2 * _jit_maps.map_count() - 100)
+    enc = models.Embedding(200, 3, rngs=nnx.Rngs(0))
+    with pytest.warns(jaxcontext.CompiledProgramsReleasedWarning):
+        res = jaxcontext.fit(enc, prob.context, steps=20, batch_size=64, key=0, progress=False,
+                             log_every=10)
+    assert np.isfinite(np.asarray(res.history["loss"])).all()
+    assert res.history.info["steps"] == 20

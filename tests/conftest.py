@@ -43,7 +43,8 @@ if "OPENBLAS_NUM_THREADS" not in os.environ:
 # Many tests compile the same program (a trainer for one encoder and batch, a solver at one shape):
 # XLA's persistent cache, in a directory private to this test process, lets the second compilation
 # load the first one's executable. It changes no result, only compile time. (A flaky wrong kernel
-# value once blamed on it came from register_dataclass: see _pytree.py.) The directories live in
+# value once blamed on it came from register_dataclass: see _pytree.py; a segfault in its write
+# came from the memory-map limit: see pytest_runtest_teardown below.) The directories live in
 # one folder that the process starting the run (the xdist controller, whose workers inherit the
 # variable below) removes at exit: xdist workers end without running exit handlers, and their
 # caches (about 40 MB a run) used to stay behind. Sharing one directory between the workers

@@ -45,8 +45,8 @@ jax.monitoring.register_event_duration_secs_listener(_count_compiles)
 #: solver program is about 1.5% of the default limit, so half leaves room for a whole sweep step.
 SOLVER_FRACTION = 0.5
 #: Callers with natural boundaries (between benchmark cases, between tests) release above this
-#: lower fraction, without a warning, so that ``svds`` and ``fit`` never have to in the middle of their work
-#: (a benchmark's timed calls must not recompile).
+#: lower fraction, without a warning, so that ``svds`` and ``fit`` never have to in the middle of
+#: their work (a benchmark's timed calls must not recompile).
 BOUNDARY_FRACTION = 0.3
 
 
@@ -85,8 +85,10 @@ def release_compiled_programs(fraction: float, *, warn: bool = True) -> bool:
         return False
     _looked_at = _compiles
     limit = map_limit()
-    count = map_count() if limit else None
-    if not limit or count is None or count <= fraction * limit:
+    if not limit:
+        return False
+    count = map_count()
+    if count is None or count <= fraction * limit:
         return False
     jax.clear_caches()
     gc.collect()
